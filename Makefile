@@ -1,0 +1,42 @@
+# mvpn: every entry point a user or CI needs. Each target builds .venv itself.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test check unit bench bench-wire fuzz clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
+	touch $(STAMP)
+
+## Lint and types: ruff and mypy over the package, the tests and the benchmarks.
+check: $(STAMP)
+	$(VENV)/bin/ruff check mvpn tests benchmarks twisted tac setup.py
+	$(VENV)/bin/ruff format --check mvpn tests benchmarks twisted setup.py
+	$(VENV)/bin/mypy
+
+## The whole suite. pytest's exit code 5 (no tests collected) is a failure.
+unit: $(STAMP)
+	$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+test: check unit
+
+## Longer Hypothesis run of every decoder (not part of `make test`).
+fuzz: $(STAMP)
+	MVPN_HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/wire -k fuzz
+
+bench-wire: $(STAMP)
+	$(PY) -m benchmarks.wire_crypto
+
+bench: bench-wire
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp .hypothesis .pytest_cache .mypy_cache .ruff_cache
