@@ -20,6 +20,7 @@ from the fields and the final sealed length, before the seal exists.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
@@ -148,7 +149,34 @@ def _read_w(r: Reader) -> HomeToMobileBlock | None:
 
 
 @dataclass(frozen=True)
-class MobileInfoExtension(ExtensionBase):
+class _LongExtension(ExtensionBase):
+    """What extensions 36 to 39 share: the long format, with the Sub-Type from ``suite``
+    (or the class's fixed ``SUB_TYPE``) and the data from ``encode_data()``."""
+
+    FORMAT: ClassVar[ExtensionFormat] = ExtensionFormat.LONG
+    SUB_TYPE: ClassVar[int]
+
+    @property
+    def sub_type(self) -> int:
+        """The Sub-Type byte: the suite, or the class's fixed Sub-Type."""
+        suite: Suite | int | None = getattr(self, "suite", None)
+        return self.SUB_TYPE if suite is None else int(suite)
+
+    @abc.abstractmethod
+    def encode_data(self) -> bytes:
+        """The data bytes (after Length)."""
+
+    def encode(self) -> bytes:
+        """The whole extension."""
+        return encode_long(self.TYPE, self.sub_type, self.encode_data())
+
+    def _cut(self, end: int) -> bytes:
+        """Bytes ``E[0:end]`` (negative: from the end) of the extension as received."""
+        return (self.raw or self.encode())[:end]
+
+
+@dataclass(frozen=True)
+class MobileInfoExtension(_LongExtension):
     """Mobile Information extension (36), MN → FA → HA (draft 5.1; doc 5.1).
 
     ``Type 36 | Sub-Type = suite | Length | MN Nonce (32) | HA ID (64) | OTHER INFO (64) | n
@@ -156,7 +184,6 @@ class MobileInfoExtension(ExtensionBase):
     """
 
     TYPE: ClassVar[int] = MOBILE_INFO_TYPE
-    FORMAT: ClassVar[ExtensionFormat] = ExtensionFormat.LONG
     SUB_TYPE: ClassVar[int] = _DEFAULT_SUITE
     SEAL_LABEL: ClassVar[str] = "mobile-info"
     SIGNATURE_LABEL: ClassVar[str] = "mobile-info"
@@ -177,11 +204,6 @@ class MobileInfoExtension(ExtensionBase):
         _check_blob(what, "sealed M", self.sealed)
         check_size(what, "signature", self.signature, (SIGNATURE_SIZE,))
 
-    @property
-    def sub_type(self) -> int:
-        """The Sub-Type byte: the suite."""
-        return int(self.suite)
-
     @classmethod
     def signed_part_for(
         cls,
@@ -196,7 +218,7 @@ class MobileInfoExtension(ExtensionBase):
 
     def signed_part(self) -> bytes:
         """``E[0:26+n]``: every byte of the extension but the signature (as received)."""
-        return (self.raw or self.encode())[:-SIGNATURE_SIZE]
+        return self._cut(-SIGNATURE_SIZE)
 
     def encode_data(self) -> bytes:
         """The data bytes (after Length)."""
@@ -209,10 +231,6 @@ class MobileInfoExtension(ExtensionBase):
                 self.signature,
             )
         )
-
-    def encode(self) -> bytes:
-        """The whole extension."""
-        return encode_long(self.TYPE, self.sub_type, self.encode_data())
 
     @classmethod
     def from_wire(
@@ -239,7 +257,7 @@ class MobileInfoExtension(ExtensionBase):
 
 
 @dataclass(frozen=True)
-class ForeignInfoExtension(ExtensionBase):
+class ForeignInfoExtension(_LongExtension):
     """Foreign Information extension (37), FA → HA (draft 5.2; doc 5.2).
 
     ``Type 37 | Sub-Type = suite | Length | FA ID (64) | n (16) | seal_HA("foreign-info", F)
@@ -247,7 +265,6 @@ class ForeignInfoExtension(ExtensionBase):
     """
 
     TYPE: ClassVar[int] = FOREIGN_INFO_TYPE
-    FORMAT: ClassVar[ExtensionFormat] = ExtensionFormat.LONG
     SUB_TYPE: ClassVar[int] = _DEFAULT_SUITE
     SEAL_LABEL: ClassVar[str] = "foreign-info"
     SIGNATURE_LABEL: ClassVar[str] = "foreign-info"
@@ -264,11 +281,6 @@ class ForeignInfoExtension(ExtensionBase):
         _check_blob(what, "sealed F", self.sealed)
         check_size(what, "signature", self.signature, (SIGNATURE_SIZE,))
 
-    @property
-    def sub_type(self) -> int:
-        """The Sub-Type byte: the suite."""
-        return int(self.suite)
-
     @classmethod
     def signed_part_for(
         cls, fa_id: int, sealed: bytes, suite: Suite | int = _DEFAULT_SUITE
@@ -278,15 +290,11 @@ class ForeignInfoExtension(ExtensionBase):
 
     def signed_part(self) -> bytes:
         """``E[0:14+n]``: every byte of the extension but the signature (as received)."""
-        return (self.raw or self.encode())[:-SIGNATURE_SIZE]
+        return self._cut(-SIGNATURE_SIZE)
 
     def encode_data(self) -> bytes:
         """The data bytes (after Length)."""
         return U64.pack(self.fa_id) + len16(self.sealed) + self.signature
-
-    def encode(self) -> bytes:
-        """The whole extension."""
-        return encode_long(self.TYPE, self.sub_type, self.encode_data())
 
     @classmethod
     def from_wire(
@@ -311,7 +319,7 @@ class ForeignInfoExtension(ExtensionBase):
 
 
 @dataclass(frozen=True)
-class HomeInfoExtension(ExtensionBase):
+class HomeInfoExtension(_LongExtension):
     """Home Information extension (38, Sub-Type = suite), HA → FA (draft 5.3; doc 5.3).
 
     ``Type 38 | Sub-Type | Length | FA Nonce (32) | FA ID (64) | HA ID (64) | w (16) | W | n
@@ -320,7 +328,6 @@ class HomeInfoExtension(ExtensionBase):
     """
 
     TYPE: ClassVar[int] = HOME_INFO_TYPE
-    FORMAT: ClassVar[ExtensionFormat] = ExtensionFormat.LONG
     SUB_TYPE: ClassVar[int] = _DEFAULT_SUITE
     SEAL_LABEL: ClassVar[str] = "home-info"
     SIGNATURE_LABEL: ClassVar[str] = "home-info"
@@ -341,11 +348,6 @@ class HomeInfoExtension(ExtensionBase):
         _check_blob(what, "sealed Q", self.sealed)
         if self.home_to_mobile is not None:
             _check_blob(what, "W", self.home_to_mobile.encode())
-
-    @property
-    def sub_type(self) -> int:
-        """The Sub-Type byte: the suite."""
-        return int(self.suite)
 
     @classmethod
     def signed_part_for(
@@ -370,7 +372,7 @@ class HomeInfoExtension(ExtensionBase):
     def signed_part(self) -> bytes:
         """``E[0:26+w]``: the extension up to and including ``W`` (as received)."""
         w = self.home_to_mobile.encode() if self.home_to_mobile is not None else b""
-        return (self.raw or self.encode())[: 26 + len(w)]
+        return self._cut(26 + len(w))
 
     def encode_data(self) -> bytes:
         """The data bytes (after Length)."""
@@ -383,10 +385,6 @@ class HomeInfoExtension(ExtensionBase):
                 len16(self.sealed),
             )
         )
-
-    def encode(self) -> bytes:
-        """The whole extension."""
-        return encode_long(self.TYPE, self.sub_type, self.encode_data())
 
     @classmethod
     def from_wire(
@@ -413,7 +411,7 @@ class HomeInfoExtension(ExtensionBase):
 
 
 @dataclass(frozen=True)
-class KeyRefreshExtension(ExtensionBase):
+class KeyRefreshExtension(_LongExtension):
     """Key Refresh extension (38, Sub-Type 128), HA → FA → MN (doc 6.2).
 
     ``Type 38 | Sub-Type 128 | Length | New SPI (32) | Key Lifetime (32) |
@@ -422,7 +420,6 @@ class KeyRefreshExtension(ExtensionBase):
     """
 
     TYPE: ClassVar[int] = HOME_INFO_TYPE
-    FORMAT: ClassVar[ExtensionFormat] = ExtensionFormat.LONG
     SUB_TYPE: ClassVar[int] = KEY_REFRESH_SUB_TYPE
     SEAL_LABEL: ClassVar[str] = "key-refresh"
 
@@ -436,11 +433,6 @@ class KeyRefreshExtension(ExtensionBase):
         check_uint(what, "Key Lifetime", self.key_lifetime, 32)
         check_bytes(what, "sealed K", self.sealed, MAX_LEN16 - 8)
 
-    @property
-    def sub_type(self) -> int:
-        """The Sub-Type byte: 128."""
-        return self.SUB_TYPE
-
     @classmethod
     def associated_part_for(cls, new_spi: int, key_lifetime: int, sealed_length: int) -> bytes:
         """``E[0:12]`` for a seal of ``sealed_length`` bytes (``len(K) + 28``)."""
@@ -449,15 +441,11 @@ class KeyRefreshExtension(ExtensionBase):
 
     def associated_part(self) -> bytes:
         """``E[0:12]``: the seal's additional data after ``P``."""
-        return (self.raw or self.encode())[:12]
+        return self._cut(12)
 
     def encode_data(self) -> bytes:
         """The data bytes (after Length)."""
         return U32.pack(self.new_spi) + U32.pack(self.key_lifetime) + self.sealed
-
-    def encode(self) -> bytes:
-        """The whole extension."""
-        return encode_long(self.TYPE, self.SUB_TYPE, self.encode_data())
 
     @classmethod
     def from_wire(
@@ -473,7 +461,7 @@ class KeyRefreshExtension(ExtensionBase):
 
 
 @dataclass(frozen=True)
-class MobileReplyExtension(ExtensionBase):
+class MobileReplyExtension(_LongExtension):
     """Mobile Reply extension (39), FA → MN (draft 5.4; doc 5.4).
 
     ``Type 39 | Sub-Type = suite | Length | MN Nonce (32) | w (16) | W | n (16) |
@@ -481,7 +469,6 @@ class MobileReplyExtension(ExtensionBase):
     """
 
     TYPE: ClassVar[int] = MOBILE_REPLY_TYPE
-    FORMAT: ClassVar[ExtensionFormat] = ExtensionFormat.LONG
     SUB_TYPE: ClassVar[int] = _DEFAULT_SUITE
     SEAL_LABEL: ClassVar[str] = "mobile-reply"
     SIGNATURE_LABEL: ClassVar[str] = "mobile-reply"
@@ -498,11 +485,6 @@ class MobileReplyExtension(ExtensionBase):
         _check_blob(what, "sealed T", self.sealed)
         if self.home_to_mobile is not None:
             _check_blob(what, "W", self.home_to_mobile.encode())
-
-    @property
-    def sub_type(self) -> int:
-        """The Sub-Type byte: the suite."""
-        return int(self.suite)
 
     @classmethod
     def signed_part_for(
@@ -523,15 +505,11 @@ class MobileReplyExtension(ExtensionBase):
     def signed_part(self) -> bytes:
         """``E[0:10+w]``: the extension up to and including ``W`` (as received)."""
         w = self.home_to_mobile.encode() if self.home_to_mobile is not None else b""
-        return (self.raw or self.encode())[: 10 + len(w)]
+        return self._cut(10 + len(w))
 
     def encode_data(self) -> bytes:
         """The data bytes (after Length)."""
         return U32.pack(self.mn_nonce) + _encode_w(self.home_to_mobile) + len16(self.sealed)
-
-    def encode(self) -> bytes:
-        """The whole extension."""
-        return encode_long(self.TYPE, self.sub_type, self.encode_data())
 
     @classmethod
     def from_wire(
