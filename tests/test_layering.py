@@ -7,6 +7,10 @@ import sys
 import textwrap
 
 PURE_PACKAGES = ["mvpn.wire"]
+"""Pure codecs: neither Twisted nor the cryptography library."""
+
+SANS_IO_PACKAGES = ["mvpn.wire", "mvpn.crypto", "mvpn.core"]
+"""The sans-IO layers: no Twisted (and so no reactor) at all."""
 
 
 def _imported_modules(package: str) -> set[str]:
@@ -26,9 +30,19 @@ def _imported_modules(package: str) -> set[str]:
     return set(out.split())
 
 
-def test_wire_imports_no_twisted() -> None:
+def _twisted(modules: set[str]) -> set[str]:
+    return {m for m in modules if m == "twisted" or m.startswith("twisted.")}
+
+
+def test_wire_imports_no_twisted_nor_cryptography() -> None:
     """Importing all of mvpn.wire pulls in neither Twisted nor the cryptography library."""
     for package in PURE_PACKAGES:
         modules = _imported_modules(package)
-        assert not {m for m in modules if m == "twisted" or m.startswith("twisted.")}, package
+        assert not _twisted(modules), package
         assert "cryptography" not in modules, package
+
+
+def test_sans_io_layers_import_no_twisted() -> None:
+    """mvpn.wire, mvpn.crypto and mvpn.core never import Twisted, so never the reactor."""
+    for package in SANS_IO_PACKAGES:
+        assert not _twisted(_imported_modules(package)), package

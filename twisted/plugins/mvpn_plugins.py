@@ -10,6 +10,10 @@ from twisted.application.service import ServiceMaker
 
 _ROLES = [
     ("mvpn-tc", "mvpn.roles.tc.tap", "MVPN Trusted Centre: key registry over mutual TLS"),
+    ("mvpn-ha", "mvpn.roles.ha.tap", "MVPN home agent: bindings and registration keys"),
+    ("mvpn-fa", "mvpn.roles.fa.tap", "MVPN foreign agent: advertisements, relaying, visitors"),
+    ("mvpn-mn", "mvpn.roles.mn.tap", "MVPN mobile node: registers through foreign agents"),
+    ("mvpn-site", "mvpn.roles.site", "several MVPN roles in one process, from one TOML file"),
 ]
 
 for _name, _module, _description in _ROLES:

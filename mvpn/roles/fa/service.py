@@ -1,0 +1,126 @@
+"""``build_fa_service(config, reactor)``: the foreign agent as a ``MultiService``.
+
+Children, by name, started in this order:
+
+- ``tc``: the Trusted Centre client (when ``tc`` is configured), for ``Ku_HA`` lookups;
+- ``registration``: the registration UDP port (434 by default), opened in
+  ``privilegedStartService``;
+- ``advertisement``: Agent Advertisements out, Solicitations in (raw ICMP or UDP 4349);
+- ``core``: starts the :class:`~mvpn.core.fa.ForeignAgent` (first advertisement, then one per
+  interval) and cancels every timer when stopped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import cast
+
+from twisted.internet.interfaces import IReactorTime, IReactorUDP
+from twisted.logger import Logger
+
+from mvpn.core.effects import Channel
+from mvpn.core.fa import ForeignAgent, ForeignAgentConfig
+from mvpn.crypto.random import RandomSource, system_random
+from mvpn.pki.certificate import Role
+from mvpn.roles.config import ConfigError, FaConfig
+from mvpn.roles.fa.protocol import ForeignAgentEndpoints
+from mvpn.roles.shell import (
+    AnyClock,
+    CoreService,
+    EffectRunner,
+    RoleService,
+    TcRegistration,
+    build_certificate_source,
+    load_agent_credentials,
+)
+from mvpn.roles.transport import (
+    BROADCAST,
+    AdvertisementMode,
+    AdvertisementTransport,
+    UdpPortService,
+)
+from mvpn.wire.icmp import AGENT_SOLICITATION_TYPE
+
+ALL_SYSTEMS = "224.0.0.1"
+"""RFC 5944 2.3.1: unsolicited advertisements go to the all-systems multicast group (or the
+limited broadcast)."""
+
+
+class ForeignAgentService(RoleService):
+    """The FA's ``MultiService``; :attr:`core` is its sans-IO foreign agent."""
+
+    core: ForeignAgent
+
+
+def build_fa_service(
+    config: FaConfig,
+    reactor: AnyClock,
+    *,
+    random: RandomSource = system_random,
+    name: str = "fa",
+) -> ForeignAgentService:
+    """The foreign agent service (not started)."""
+    creds = load_agent_credentials(config.files, Role.FA, reactor)
+    care_of = config.address or creds.certificate.address
+    if care_of is None:
+        raise ConfigError(f"{config.files.certificate}: no address; set 'address'")
+    certificates, tc_client = build_certificate_source(
+        reactor, creds, config.tc, config.peer_certificates, config.peer_cas
+    )
+    log = Logger(namespace=f"mvpn.fa.{name}")
+    runner = EffectRunner(reactor, {}, certificates, log)
+    # With targets, the UDP form's "multicast" is the list of configured addresses.
+    group = BROADCAST if config.advertisement is AdvertisementMode.UDP else ALL_SYSTEMS
+    try:
+        fa_config = ForeignAgentConfig(
+            fa_id=creds.certificate.node_id,
+            keys=creds.keys,
+            care_of=ipaddress.IPv4Address(care_of),
+            max_lifetime=config.lifetime,
+            ha_port=config.home_agent_port,
+            advertisement_to=(group, config.advertisement_port),
+            advertisement_interval=config.advertisement_interval,
+            advertisement_lifetime=config.advertisement_lifetime,
+        )
+        core = ForeignAgent(fa_config, random)
+    except ValueError as e:
+        raise ConfigError(f"foreign agent {name!r}: {e}") from e
+    endpoints = ForeignAgentEndpoints(core, runner)
+
+    top = ForeignAgentService("fa", name, runner, core.status)
+    top.core = core
+    top.add_counters("", core.counters.snapshot)
+    if tc_client is not None:
+        tc_client.setServiceParent(top)
+        registration_with_tc = TcRegistration(tc_client, [creds.certificate])
+        registration_with_tc.setName("tc-registration")
+        registration_with_tc.setServiceParent(top)
+        top.add_counters("", registration_with_tc.counters.snapshot)
+    registration = UdpPortService(
+        cast(IReactorUDP, reactor),
+        config.port,
+        endpoints.registration,
+        interface=config.interface,
+        what="registration",
+    )
+    registration.setName("registration")
+    registration.setServiceParent(top)
+    top.add_counters("registration_port.", registration.counters.snapshot)
+    advertisement = AdvertisementTransport(
+        cast(IReactorTime, reactor),
+        endpoints.solicitation,
+        accept_types=(AGENT_SOLICITATION_TYPE,),
+        mode=config.advertisement,
+        interface=config.interface,
+        port=config.advertisement_port,
+        targets=tuple(t.as_tuple() for t in config.advertise_to),
+    )
+    advertisement.setName("advertisement")
+    advertisement.setServiceParent(top)
+    top.add_counters("advertisement.", advertisement.counters.snapshot)
+    runner.set_transport(Channel.REGISTRATION, registration)
+    runner.set_transport(Channel.ADVERTISEMENT, advertisement)
+    core_service = CoreService(runner, core.start)
+    core_service.setName("core")
+    core_service.setServiceParent(top)
+    return top
