@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test check unit bench bench-wire fuzz clean
+.PHONY: venv test check unit bench bench-wire bench-tc bench-registration fuzz clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,15 @@ fuzz: $(STAMP)
 bench-wire: $(STAMP)
 	$(PY) -m benchmarks.wire_crypto
 
-bench: bench-wire
+## Lookups per second through one Trusted Centre on loopback.
+bench-tc: $(STAMP)
+	$(PY) -m benchmarks.tc_lookup
+
+## First contacts and re-registrations per second at one HA (a twistd process) on loopback.
+bench-registration: $(STAMP)
+	$(PY) -m benchmarks.registration
+
+bench: bench-wire bench-tc bench-registration
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .hypothesis .pytest_cache .mypy_cache .ruff_cache

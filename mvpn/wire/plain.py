@@ -609,7 +609,9 @@ class CorrespondentInfoForFA:
     """``X'``, sealed to the FA in Correspondent Information form 0 (doc 7.3).
 
     ``Hello (16) | SPI (32) | len8 + Data Auth Key | CN ID (64) | CN ADDR | MN ADDR | Sec Par
-    (16) | len16 + P | len16 + g``.
+    (16) | len16 + P | len16 + g | CN Nonce (32)``. The FA needs the CN Nonce to check the
+    Hello value and to write it into the Communication Reply (7.5); it comes last so that the
+    fields before it keep their offsets.
     """
 
     LABEL: ClassVar[str] = "correspondent-info/fa"
@@ -623,6 +625,7 @@ class CorrespondentInfoForFA:
     sec_par: int
     p: bytes = b""
     g: bytes = b""
+    cn_nonce: int = 0
     raw: bytes | None = raw_field()
 
     def __post_init__(self) -> None:
@@ -636,6 +639,7 @@ class CorrespondentInfoForFA:
         check_uint(what, "Sec Par", self.sec_par, 16)
         check_bytes(what, "P", self.p, MAX_DH_VALUE)
         check_bytes(what, "g", self.g, MAX_DH_VALUE)
+        check_uint(what, "CN Nonce", self.cn_nonce, 32)
 
     def encode(self) -> bytes:
         """The plaintext bytes."""
@@ -650,6 +654,7 @@ class CorrespondentInfoForFA:
                 U16.pack(self.sec_par),
                 len16(self.p),
                 len16(self.g),
+                U32.pack(self.cn_nonce),
             )
         )
 
@@ -667,6 +672,7 @@ class CorrespondentInfoForFA:
             r.u16("Sec Par"),
             r.u16_prefixed("P"),
             r.u16_prefixed("g"),
+            r.u32("CN Nonce"),
             raw=r.data,
         )
         r.end()

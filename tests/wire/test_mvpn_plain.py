@@ -131,9 +131,10 @@ X_VECTOR = HELLO + bytes.fromhex(  # Hello value, 16 bytes
     "6010"  # Sec Par
     "0000"  # len16 + P
     "0000"  # len16 + g
+    "0badf00d"  # CN Nonce
 )
 X_VALUE = plain.CorrespondentInfoForFA(
-    HELLO, 258, b"DD", 204, A("198.51.100.1"), A("10.0.0.5"), 0x6010
+    HELLO, 258, b"DD", 204, A("198.51.100.1"), A("10.0.0.5"), 0x6010, cn_nonce=0x0BADF00D
 )
 
 Y_VECTOR = HELLO + bytes.fromhex(  # Hello value
@@ -438,6 +439,7 @@ STRATEGIES: dict[Any, st.SearchStrategy[Any]] = {
         s.uint(16),
         s.dh,
         s.dh,
+        s.uint(32),
     ),
     plain.CorrespondentInfoFAToMN: st.builds(
         plain.CorrespondentInfoFAToMN, s.hello, s.uint(32), s.uint(16)
