@@ -240,6 +240,7 @@ class EffectRunner:
         self._timers: dict[str, DelayedCall] = {}
         self._subscribers: list[Callable[[Event], None]] = []
         self._stopped = False
+        self._held: list[Send] | None = None
         self.counters = Counters()
 
     # -- wiring -----------------------------------------------------------------------
@@ -291,6 +292,23 @@ class EffectRunner:
                 self.counters.increment("core_errors")
                 self.log.failure("could not perform {effect}", effect=type(effect).__name__)
 
+    def hold_sends(self) -> None:
+        """Keep every :class:`Send` from now on until :meth:`release_sends` (group commit:
+        no reply may leave before the store has committed what it acknowledges)."""
+        if self._held is None:
+            self._held = []
+
+    def release_sends(self) -> None:
+        """Send, in order, what :meth:`hold_sends` kept, and send directly again."""
+        held, self._held = self._held or [], None
+        self.run(held)
+
+    def discard_held_sends(self) -> int:
+        """Drop what :meth:`hold_sends` kept (the commit failed); returns how many."""
+        held, self._held = self._held or [], None
+        self.counters.increment("drops.uncommitted", len(held))
+        return len(held)
+
     def stop(self) -> None:
         """Cancel every timer; answers of lookups still in flight are dropped."""
         self._stopped = True
@@ -311,7 +329,10 @@ class EffectRunner:
 
     def _perform(self, effect: Effect) -> None:
         if isinstance(effect, Send):
-            self._send(effect)
+            if self._held is not None:
+                self._held.append(effect)
+            else:
+                self._send(effect)
         elif isinstance(effect, Lookup):
             self._lookup(effect)
         elif isinstance(effect, StartTimer):

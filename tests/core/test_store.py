@@ -115,3 +115,50 @@ def test_plain_binding_round_trip() -> None:
     loaded = store.load_bindings()[HOME]
     assert loaded.keys is None and loaded.previous_keys is None
     assert loaded.plain_spi == 0x1234 and loaded.fa_id is None
+
+
+def test_group_commits_once_and_only_at_its_end(tmp_path: Path) -> None:
+    """Writes inside a group are invisible to another connection until end_group, and the
+    whole group costs one commit."""
+    path = tmp_path / "group.sqlite"
+    store = BindingStore(path)
+    before = store.commits
+    store.begin_group()
+    binding = make_binding(store)
+    store.put_binding(binding)
+    store.set_last_identification(ipaddress.IPv4Address("10.0.0.9"), 77)
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT COUNT(*) FROM bindings").fetchone()[0] == 0
+    store.end_group()
+    assert other.execute("SELECT COUNT(*) FROM bindings").fetchone()[0] == 1
+    assert store.commits == before + 1
+    other.close()
+    store.close()
+
+
+def test_failing_write_in_group_undoes_only_itself() -> None:
+    """A write that fails inside a group leaves the group's earlier writes in place."""
+    store = BindingStore()
+    store.begin_group()
+    binding = make_binding(store)
+    store.put_binding(binding)
+    try:
+        store._write([("INSERT INTO no_such_table VALUES (1)", ())])
+    except sqlite3.OperationalError:
+        pass
+    else:
+        raise AssertionError("the bad write should have failed")
+    store.end_group()
+    assert set(store.load_bindings()) == {binding.home_address}
+
+
+def test_group_lost_without_commit(tmp_path: Path) -> None:
+    """A group that never reaches end_group (the process dies) leaves nothing behind: the
+    replies it held were never sent, so nothing acknowledged is lost."""
+    path = tmp_path / "lost.sqlite"
+    store = BindingStore(path)
+    store.begin_group()
+    store.put_binding(make_binding(store))
+    # Simulate kill -9: drop the connection without committing.
+    store._db.close()
+    assert BindingStore(path).load_bindings() == {}

@@ -147,7 +147,7 @@ def build_ha_service(
         mobiles,
         [PlainNodeRecord(p.home_address, p.spi, p.key) for p in config.plain_nodes],
     )
-    endpoints = HomeAgentEndpoints(core, runner)
+    endpoints = HomeAgentEndpoints(core, runner, store, reactor)
 
     top = HomeAgentService("ha", name, runner, core.status)
     top.core = core
