@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test check unit bench bench-wire bench-tc bench-registration fuzz clean
+.PHONY: venv test check unit bench bench-wire bench-tc bench-registration bench-dataplane fuzz clean
 
 venv: $(STAMP)
 
@@ -44,7 +44,11 @@ bench-tc: $(STAMP)
 bench-registration: $(STAMP)
 	$(PY) -m benchmarks.registration
 
-bench: bench-wire bench-tc bench-registration
+## Per-hop data-plane rates (seal, forward, open) and frames per second through the tunnel.
+bench-dataplane: $(STAMP)
+	$(PY) -m benchmarks.dataplane
+
+bench: bench-wire bench-tc bench-registration bench-dataplane
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .hypothesis .pytest_cache .mypy_cache .ruff_cache
