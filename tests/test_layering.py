@@ -46,3 +46,13 @@ def test_sans_io_layers_import_no_twisted() -> None:
     """mvpn.wire, mvpn.crypto and mvpn.core never import Twisted, so never the reactor."""
     for package in SANS_IO_PACKAGES:
         assert not _twisted(_imported_modules(package)), package
+
+
+def test_core_imports_no_role_shell() -> None:
+    """Dependencies point one way: nothing in mvpn.wire, mvpn.crypto or mvpn.core imports
+    mvpn.roles or mvpn.tunnel (the Twisted shells built on top of them)."""
+    for package in SANS_IO_PACKAGES:
+        shells = {
+            m for m in _imported_modules(package) if m.startswith(("mvpn.roles", "mvpn.tunnel"))
+        }
+        assert not shells, (package, shells)

@@ -70,7 +70,7 @@ class Lookup:
     The shell asks the Trusted Centre client (or its certificate cache) and, when the answer
     arrives, performs the effects ``then`` returns. ``then`` receives a
     :class:`~mvpn.pki.certificate.NodeCertificate` or the exception the lookup failed with
-    (a :class:`~mvpn.roles.tc.errors.TrustedCentreError` subclass, or any other error).
+    (a :class:`~mvpn.pki.tc_errors.TrustedCentreError` subclass, or any other error).
     """
 
     node_id: int

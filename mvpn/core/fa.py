@@ -28,7 +28,9 @@ What the FA does per message (docs/protocol.md):
 - plain RFC 5944 requests (6.3): relayed unchanged, replies relayed unchanged.
 
 Every refusal is a reply code to the mobile node, a warning :class:`~mvpn.core.effects.Log`
-with the reason and a counter; every undecodable datagram is dropped and counted. No method
+with the reason and a counter; every undecodable datagram is dropped and counted. Some
+refusals also send the MN an MVPN error message (draft 4) on the control port, rate-limited
+by :class:`~mvpn.core.errors.ErrorReporter` (docs/protocol.md 7.7 lists which). No method
 raises.
 """
 
@@ -61,6 +63,7 @@ from mvpn.core.effects import (
     info,
     warn,
 )
+from mvpn.core.errors import DEFAULT_CONTROL_PORT, ErrorReporter
 from mvpn.core.messages import (
     PK_OPERATIONS,
     AgentIdentity,
@@ -69,6 +72,7 @@ from mvpn.core.messages import (
     RegistrationError,
     RequestKind,
     UnauthenticatedReply,
+    UnsupportedSuite,
     add_fa_ha_authenticator,
     build_bare_reply,
     build_mobile_reply,
@@ -84,8 +88,10 @@ from mvpn.core.messages import (
 from mvpn.crypto.keys import PrivateKeys, PublicKeys
 from mvpn.crypto.random import RandomSource
 from mvpn.crypto.session import RegistrationKeys
+from mvpn.pki import errors as pki_errors
 from mvpn.pki.certificate import NodeCertificate, Role
-from mvpn.wire.codes import ReplyCode, describe
+from mvpn.pki.tc_errors import InvalidCertificate, TrustedCentreUnreachable, UnknownNode
+from mvpn.wire.codes import MvpnError, ReplyCode, describe
 from mvpn.wire.errors import WireError
 from mvpn.wire.extensions import MobileHomeAuthExtension, extension_type, is_skippable
 from mvpn.wire.icmp import AgentFlags, AgentSolicitation
@@ -152,6 +158,9 @@ class ForeignAgentConfig:
     max_pending: int = MAX_PENDING
     pending_timeout: float = PENDING_TIMEOUT
     max_visitors: int = MAX_VISITORS
+    control_port: int = DEFAULT_CONTROL_PORT
+    """The MVPN control port (docs/protocol.md 2, 7.7): MVPN errors go to this port of the
+    mobile node, which is assumed to listen on the same one as this FA; 0 sends none."""
 
     @property
     def identity(self) -> AgentIdentity:
@@ -265,6 +274,8 @@ class ForeignAgent:
         """(home address, low Identification) -> FA Nonce key of each pending first contact,
         to recognise the HA's bare denials, which carry no FA Nonce."""
         self._visitors: dict[ipaddress.IPv4Address, Visitor] = {}
+        self.errors = ErrorReporter(config.control_port, self.counters)
+        """MVPN error messages (draft 4) beside the reply codes, rate-limited."""
 
     def _guard(self, what: str, action: Callable[[], list[Effect]]) -> list[Effect]:
         """Run ``action``; an unexpected exception becomes an error log and a counter, never
@@ -393,6 +404,19 @@ class ForeignAgent:
             return self._plain_request(request, source, now)
         except _Refusal as refusal:
             return self._deny(request, source, refusal.code, refusal.reason)
+        except UnsupportedSuite as e:
+            # The suite's layout is unknown, so is where its MN Nonce sits: the error names
+            # the request by its Identification (docs/protocol.md 7.7).
+            return [
+                *self._deny(request, source, e.code, e.reason),
+                *self.errors.report(
+                    source[0],
+                    MvpnError.NO_MVPN_SUPPORT,
+                    _low32(request.identification),
+                    "The mobile information extension names a suite this agent does not offer.",
+                    now,
+                ),
+            ]
         except RegistrationError as e:
             return self._deny(request, source, e.code, e.reason)
 
@@ -439,7 +463,20 @@ class ForeignAgent:
         if pending is None:
             return []
         self.counters.increment("pending_timeouts")
-        return self._deny(pending.request, pending.mn, pending.failure, pending.failure_reason)
+        effects = self._deny(pending.request, pending.mn, pending.failure, pending.failure_reason)
+        if (
+            pending.failure == ReplyCode.FA_REGISTRATION_TIMEOUT
+            and pending.kind is not _Kind.PLAIN
+        ):
+            # A plain RFC 5944 node speaks no MVPN and has no control port to tell.
+            effects += self.errors.report(
+                pending.mn[0],
+                MvpnError.HOME_AGENT_NOT_FOUND,
+                _reference(pending),
+                "The home agent did not answer in time.",
+                now,
+            )
+        return effects
 
     # -- first contact (doc 5.2) ---------------------------------------------------------
 
@@ -511,7 +548,15 @@ class ForeignAgent:
         if refusal is not None or isinstance(answer, Exception):
             code, reason = refusal or (ReplyCode.FA_HA_UNREACHABLE, "lookup failed")
             self.counters.increment("lookup_failures")
-            return [self._finish(pending), *self._deny(pending.request, pending.mn, code, reason)]
+            error, sentence = _lookup_error(answer)
+            return [
+                self._finish(pending),
+                *self._deny(pending.request, pending.mn, code, reason),
+                # The answer carries no time: the request's arrival stands for now.
+                *self.errors.report(
+                    pending.mn[0], error, first.mn_nonce, sentence, pending.created_at
+                ),
+            ]
         pending.ku_ha = answer.public_keys
         relayed = relay_first_contact(
             self._identity, first, answer.public_keys, first.ha_id, pending.fa_nonce
@@ -599,7 +644,17 @@ class ForeignAgent:
         except RegistrationError as e:
             code = ReplyCode.FA_MN_FAILED_AUTHENTICATION
             effects += self._denial_log(reply.home_address, code, e.reason)
-            return effects + self._mobile_reply(pending, opened, code)
+            return [
+                *effects,
+                *self._mobile_reply(pending, opened, code),
+                *self.errors.report(
+                    pending.mn[0],
+                    MvpnError.AUTHENTICATION_KEY_NOT_VALID,
+                    first.mn_nonce,
+                    "The first contact's authenticator does not verify with the MN Auth Key.",
+                    now,
+                ),
+            ]
         q = opened.home_info
         try:
             keys = RegistrationKeys(q.spi, q.ses_key, q.auth_key, now, float(q.key_lifetime))
@@ -885,6 +940,34 @@ def _certificate_refusal(
     except Exception as e:
         return ReplyCode.FA_HA_FAILED_AUTHENTICATION, f"home agent certificate: {e}"
     return None
+
+
+def _lookup_error(answer: NodeCertificate | Exception) -> tuple[MvpnError, str]:
+    """The MVPN error (draft 4) for a ``Ku_HA`` lookup that gave no usable key
+    (docs/protocol.md 7.7): 6 when the TC cannot be reached, 5 when it knows no such HA, 4
+    for a revoked, invalid or wrong certificate, 7 for any other failure."""
+    if isinstance(answer, TrustedCentreUnreachable):
+        return MvpnError.TRUSTED_CENTRE_NOT_FOUND, "The Trusted Centre could not be reached."
+    if isinstance(answer, UnknownNode):
+        return (
+            MvpnError.HOME_AGENT_NOT_FOUND,
+            "The Trusted Centre knows no valid certificate for the home agent.",
+        )
+    if isinstance(answer, InvalidCertificate | pki_errors.CertificateError) or not isinstance(
+        answer, Exception
+    ):
+        return MvpnError.PUBLIC_KEY_NOT_VALID, "The home agent's public key is not valid."
+    return MvpnError.OTHER, "The home agent's public key could not be obtained."
+
+
+def _reference(pending: _Pending) -> int:
+    """What an MVPN error about ``pending`` names (docs/protocol.md 7.7): the MN Nonce of a
+    first contact, the SPI of a re-registration, else the low half of the Identification."""
+    if pending.first_contact is not None:
+        return pending.first_contact.mn_nonce
+    if pending.keys is not None:
+        return pending.keys.spi
+    return _low32(pending.request.identification)
 
 
 def _last_auth(request: RegistrationRequest) -> MobileHomeAuthExtension | None:

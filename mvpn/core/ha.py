@@ -15,7 +15,9 @@ the expiry timer of each binding, log lines and lifecycle events. It handles:
 - deregistration (lifetime 0) and expiry.
 
 Every denial sends the right reply code (authenticated where the HA can), logs a warning with
-the reason, moves a counter and leaves the binding unchanged. Undecodable datagrams are
+the reason, moves a counter and leaves the binding unchanged. A failed FA key lookup and a
+re-registration under an unknown SPI or expired keys also send the FA an MVPN error message
+(draft 4) on the control port, rate-limited (docs/protocol.md 7.7). Undecodable datagrams are
 dropped, counted and logged. Bindings, keys, the last Identification of every MN and the SPI
 high-water mark are committed to the :class:`~mvpn.core.store.BindingStore` before the reply
 effect is returned.
@@ -47,12 +49,15 @@ from mvpn.core.effects import (
     info,
     warn,
 )
+from mvpn.core.errors import DEFAULT_CONTROL_PORT, ErrorReporter
 from mvpn.core.store import Binding, BindingStore, SpiExhausted
 from mvpn.crypto.keys import PublicKeys
 from mvpn.crypto.random import RandomSource
 from mvpn.crypto.session import RegistrationKeys
+from mvpn.pki import errors as pki_errors
 from mvpn.pki.certificate import NodeCertificate, Role
-from mvpn.wire.codes import ReplyCode
+from mvpn.pki.tc_errors import InvalidCertificate, TrustedCentreUnreachable, UnknownNode
+from mvpn.wire.codes import MvpnError, ReplyCode
 from mvpn.wire.errors import WireError
 from mvpn.wire.registration import (
     REGISTRATION_REQUEST_TYPE,
@@ -97,6 +102,9 @@ class HomeAgentConfig:
     """Bound of the FA key cache."""
     max_lookups_in_flight: int = 256
     """Outstanding TC lookups; first contacts beyond it are dropped (the MN retransmits)."""
+    control_port: int = DEFAULT_CONTROL_PORT
+    """The MVPN control port (docs/protocol.md 2, 7.7): MVPN errors go to this port of the
+    foreign agent, which is assumed to listen on the same one as this HA; 0 sends none."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -130,14 +138,27 @@ class _CachedKey:
     fetched_at: float
 
 
-class _Denied(Exception):
-    """Internal: a check failed with ``code``; ``reply`` is what to send (may be None)."""
+@dataclass(frozen=True)
+class _Error:
+    """An MVPN error (draft 4) to send to the FA beside a denial (docs/protocol.md 7.7)."""
 
-    def __init__(self, code: int, reason: str, reply: bytes | None) -> None:
+    code: MvpnError
+    reference: int
+    reason: str
+
+
+class _Denied(Exception):
+    """Internal: a check failed with ``code``; ``reply`` is what to send (may be None);
+    ``error`` the MVPN error to send the FA beside it, if any."""
+
+    def __init__(
+        self, code: int, reason: str, reply: bytes | None, error: _Error | None = None
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.reply = reply
+        self.error = error
 
 
 class HomeAgent:
@@ -178,6 +199,8 @@ class HomeAgent:
         self._fa_keys: dict[int, _CachedKey] = {}
         self._lookups_in_flight = 0
         self._bindings: dict[ipaddress.IPv4Address, Binding] = store.load_bindings()
+        self.errors = ErrorReporter(self.config.control_port, self.counters)
+        """MVPN error messages (draft 4) beside the reply codes, rate-limited."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -245,7 +268,7 @@ class HomeAgent:
                 return self._first_contact(data, source, now)
             return self._symmetric(data, source, now)
         except _Denied as denied:
-            return self._deny(request, source, denied)
+            return self._deny(request, source, denied, now)
         except Exception as e:  # never let one datagram stop the service
             return self._internal_error(source, e)
 
@@ -293,16 +316,20 @@ class HomeAgent:
     ) -> list[Effect]:
         request = relayed.request
         code = ReplyCode.HA_FA_FAILED_AUTHENTICATION
+        mn_nonce = relayed.mobile_info.mn_nonce
         try:
             if isinstance(result, Exception):
                 raise _Denied(
                     code,
                     f"no key for FA {relayed.fa_id:#x}: {type(result).__name__}: {result}",
                     self._bare(request, code),
+                    _lookup_error(result, mn_nonce),
                 )
             problem = self._certificate_problem(result, relayed.fa_id, now)
             if problem is not None:
-                raise _Denied(code, problem, self._bare(request, code))
+                raise _Denied(
+                    code, problem, self._bare(request, code), _lookup_error(result, mn_nonce)
+                )
             if len(self._fa_keys) >= self.config.max_fa_keys:
                 # Forget the oldest entry: a bounded cache, refilled by lookups.
                 oldest = min(self._fa_keys, key=lambda k: self._fa_keys[k].fetched_at)
@@ -310,7 +337,8 @@ class HomeAgent:
             self._fa_keys[relayed.fa_id] = _CachedKey(result.public_keys, now)
             return self._first_contact_with_key(relayed, source, result.public_keys, now)
         except _Denied as denied:
-            return self._deny(request, source, denied)
+            # The answer carries no time: the request's arrival stands for now.
+            return self._deny(request, source, denied, now)
         except Exception as e:  # never let one lookup result stop the service
             return self._internal_error(source, e)
 
@@ -455,19 +483,32 @@ class HomeAgent:
         if plain is not None:
             return self._plain_registration(parsed, plain, source, now)
         code = ReplyCode.HA_MN_FAILED_AUTHENTICATION
+        # The bare 131s below are what MVPN error 2 is for: the FA forwards nothing to the
+        # MN (it cannot authenticate a bare reply), so the FA is told why.
+        session = _Error(
+            MvpnError.SESSION_KEY_NOT_VALID,
+            parsed.spi,
+            "No valid registration security association under that SPI.",
+        )
         binding = self._bindings.get(home)
         if binding is None or binding.keys is None:
-            raise _Denied(code, f"no registration SA for {home}", self._bare(request, code))
+            raise _Denied(
+                code, f"no registration SA for {home}", self._bare(request, code), session
+            )
         keys = binding.keys_for_spi(parsed.spi, now)
         if keys is None:
             raise _Denied(
                 code,
                 f"SPI {parsed.spi} is not {home}'s registration SA",
                 self._bare(request, code),
+                session,
             )
         if keys.expired(now):
             raise _Denied(
-                code, f"registration keys of {home} have expired", self._bare(request, code)
+                code,
+                f"registration keys of {home} have expired",
+                self._bare(request, code),
+                session,
             )
         try:
             msg.check_reregistration(parsed, keys, self.config.require_fa_auth)
@@ -732,7 +773,7 @@ class HomeAgent:
         return msg.build_bare_reply(request, code)
 
     def _deny(
-        self, request: RegistrationRequest, source: Address, denied: _Denied
+        self, request: RegistrationRequest, source: Address, denied: _Denied, now: float
     ) -> list[Effect]:
         self.counters.increment(f"denied.{int(denied.code)}")
         effects: list[Effect] = [
@@ -751,6 +792,11 @@ class HomeAgent:
         ]
         if denied.reply is not None:
             effects.append(Send(denied.reply, source, Channel.REGISTRATION))
+        error = denied.error
+        if error is not None:
+            effects += self.errors.report(
+                source[0], error.code, error.reference, error.reason, now
+            )
         return effects
 
     def _drop(self, reason: str, source: Address, detail: str) -> list[Effect]:
@@ -782,3 +828,27 @@ class HomeAgent:
             "fa_id": f"{binding.fa_id:#x}" if binding.fa_id is not None else None,
             "lifetime": binding.lifetime,
         }
+
+
+def _lookup_error(result: NodeCertificate | Exception, mn_nonce: int) -> _Error:
+    """The MVPN error (draft 4) for a ``Ku_FA`` lookup that gave no usable key
+    (docs/protocol.md 7.7): 6 when the TC cannot be reached; 4 when it knows no valid
+    certificate for the FA (an expired one is no better than none), or the certificate is
+    revoked, invalid, another node's or not valid now; 7 for any other failure."""
+    if isinstance(result, TrustedCentreUnreachable):
+        return _Error(
+            MvpnError.TRUSTED_CENTRE_NOT_FOUND,
+            mn_nonce,
+            "The Trusted Centre could not be reached.",
+        )
+    if isinstance(
+        result, UnknownNode | InvalidCertificate | pki_errors.CertificateError
+    ) or not isinstance(result, Exception):
+        return _Error(
+            MvpnError.PUBLIC_KEY_NOT_VALID,
+            mn_nonce,
+            "The foreign agent's public key is not valid.",
+        )
+    return _Error(
+        MvpnError.OTHER, mn_nonce, "The foreign agent's public key could not be obtained."
+    )

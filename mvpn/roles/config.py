@@ -11,6 +11,7 @@ for ``twistd -n mvpn-site --config site.toml`` (tests, the demo, small sites)::
     name = "ha"                          # (or certificate / private_key / ca_certificate)
     address = "127.0.0.1"                # the HA address mobile nodes register with
     port = 434
+    control_port = 4350                  # MVPN control messages and errors (0: closed)
     database = "ha.sqlite"
     tc = "127.0.0.1:4353"                # the domain's Trusted Centre (mutual TLS)
     peer_certificates = ["visited/nodes/fa.pem"]  # known without asking the TC ...
@@ -29,6 +30,7 @@ for ``twistd -n mvpn-site --config site.toml`` (tests, the demo, small sites)::
     name = "fa"
     address = "127.0.0.2"                # care-of address (and where advertisements come from)
     port = 434
+    control_port = 4350                  # every role's default; peers are assumed to match
     home_agent_port = 434                # where the HAs of visiting nodes listen
     advertisement = "auto"               # "icmp" (raw socket), "udp", or "auto"
     advertisement_port = 4349
@@ -44,6 +46,7 @@ for ``twistd -n mvpn-site --config site.toml`` (tests, the demo, small sites)::
                                          # plain_spi, plain_key (hex), home_address, home_agent
     address = "127.0.0.1"                # where the MN listens on the foreign link
     port = 0                             # its registration port (0: any)
+    control_port = 4350                  # where MVPN errors from its FA arrive (0: closed)
     advertisement_port = 4349
     solicit_to = ["127.0.0.2:4349"]
     agent_port = 434                     # the FA's registration port
@@ -62,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mvpn.core.errors import DEFAULT_CONTROL_PORT
 from mvpn.pki.domain import DomainStore
 from mvpn.pki.errors import MissingFile, PkiError
 from mvpn.roles.transport import DEFAULT_ADVERTISEMENT_PORT, AdvertisementMode
@@ -76,6 +80,10 @@ MAX_LIFETIME = 1800
 """The longest lifetime an agent grants (docs/protocol.md 10)."""
 
 DEFAULT_TC_PORT = 4353
+
+CONTROL_PORT = DEFAULT_CONTROL_PORT
+"""The MVPN control port (docs/protocol.md 2): control messages and errors (draft 4, 6).
+Every role listens on it; a node sends to its peers' control port assuming it is its own."""
 
 
 class ConfigError(PkiError):
@@ -156,6 +164,8 @@ class HaConfig:
     """The HA address; ``None``: the address in its certificate."""
     port: int = REGISTRATION_PORT
     interface: str = ""
+    control_port: int = CONTROL_PORT
+    """The MVPN control port (errors to FAs go to this port of theirs); 0: closed."""
     tc: Endpoint | None = None
     peer_certificates: tuple[Path, ...] = ()
     peer_cas: tuple[Path, ...] = ()
@@ -181,6 +191,8 @@ class FaConfig:
     """The care-of address; ``None``: the address in its certificate."""
     port: int = REGISTRATION_PORT
     interface: str = ""
+    control_port: int = CONTROL_PORT
+    """The MVPN control port (errors to MNs go to this port of theirs); 0: closed."""
     home_agent_port: int = REGISTRATION_PORT
     tc: Endpoint | None = None
     peer_certificates: tuple[Path, ...] = ()
@@ -216,6 +228,8 @@ class MnConfig:
     address: str = ""
     """Where the MN listens (registration replies, advertisements)."""
     port: int = 0
+    control_port: int = CONTROL_PORT
+    """The MVPN control port, where its FA's error messages arrive; 0: closed."""
     advertisement: AdvertisementMode = AdvertisementMode.AUTO
     advertisement_port: int = DEFAULT_ADVERTISEMENT_PORT
     solicit_to: tuple[Endpoint, ...] = ()
@@ -372,6 +386,7 @@ _AGENT_KEYS = {
     "ca_certificate",
     "address",
     "port",
+    "control_port",
     "interface",
     "tc",
     "peer_certificates",
@@ -394,7 +409,7 @@ def ha_from_table(doc: Mapping[str, Any], base: Path, where: str = "[ha]") -> Ha
     fields: dict[str, Any] = {"files": t.agent_files(), "database": t.path("database")}
     if "address" in t:
         fields["address"] = t.address("address")
-    for key in ("port",):
+    for key in ("port", "control_port"):
         if key in t:
             fields[key] = t.port(key)
     if "interface" in t:
@@ -437,7 +452,7 @@ def fa_from_table(doc: Mapping[str, Any], base: Path, where: str = "[fa]") -> Fa
     fields: dict[str, Any] = {"files": t.agent_files()}
     if "address" in t:
         fields["address"] = t.address("address")
-    for key in ("port", "home_agent_port", "advertisement_port"):
+    for key in ("port", "control_port", "home_agent_port", "advertisement_port"):
         if key in t:
             fields[key] = t.port(key)
     if "interface" in t:
@@ -469,6 +484,7 @@ def mn_from_table(doc: Mapping[str, Any], base: Path, where: str = "[mn]") -> Mn
         "home_agent",
         "address",
         "port",
+        "control_port",
         "advertisement",
         "advertisement_port",
         "solicit_to",
@@ -491,7 +507,7 @@ def mn_from_table(doc: Mapping[str, Any], base: Path, where: str = "[mn]") -> Mn
     for key in ("home_address", "home_agent"):
         if key in t:
             fields[key] = t.address(key)
-    for key in ("port", "advertisement_port", "agent_port"):
+    for key in ("port", "control_port", "advertisement_port", "agent_port"):
         if key in t:
             fields[key] = t.port(key)
     if "advertisement" in t:

@@ -4,8 +4,8 @@ Every core object (:mod:`mvpn.core`) answers an input with a list of
 :mod:`~mvpn.core.effects`. :class:`EffectRunner` performs them in order:
 
 - :class:`~mvpn.core.effects.Send` on the transport registered for its channel (registration
-  UDP port, advertisement transport); a channel the role has no transport for (the MVPN
-  control port, which no registration role opens yet) is dropped, logged and counted;
+  UDP port, advertisement transport, MVPN control port); a channel the role has no transport
+  for (a control port configured as 0) is dropped, logged and counted;
 - :class:`~mvpn.core.effects.Lookup` through a :class:`CertificateSource` (local certificate
   files and a cache, then the Trusted Centre client), calling ``then`` when the answer arrives;
 - :class:`~mvpn.core.effects.StartTimer` / :class:`~mvpn.core.effects.CancelTimer` with one
@@ -20,7 +20,8 @@ with ``log.failure`` and counted, and the runner goes on with the next input.
 The module also holds what every role service shares: loading and checking an agent's
 credentials, the :class:`CertificateSource` with its TC client, :class:`TcRegistration`,
 :class:`CoreService` (starts the core, cancels its timers on stop) and :class:`RoleService`
-(the role's ``MultiService`` and its control-socket report).
+(the role's ``MultiService`` and its control-socket report), and :func:`add_control_port`,
+the MVPN control port every role opens (UDP 4350, docs/protocol.md 2 and 7.7).
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ from typing import Protocol, cast
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -50,15 +56,17 @@ from mvpn.core.effects import (
     Send,
     StartTimer,
 )
+from mvpn.core.errors import receive_control
 from mvpn.crypto.keys import PrivateKeys
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.errors import PkiError
 from mvpn.pki.files import read_private_keys
+from mvpn.pki.tc_errors import UnknownNode
 from mvpn.roles.config import AgentFiles, ConfigError, Endpoint
 from mvpn.roles.control import RoleReport
 from mvpn.roles.tc.client import TrustedCentreClient
-from mvpn.roles.tc.errors import UnknownNode
 from mvpn.roles.tc.tls import client_options
+from mvpn.roles.transport import UdpPortService
 
 DEFAULT_CACHE_TTL = 300.0
 """Seconds a looked-up certificate is reused at most: the Trusted Centre client's own TTL,
@@ -599,3 +607,35 @@ class RoleService(MultiService):
     def report(self) -> RoleReport:
         """This role's entry in a control-socket answer."""
         return RoleReport(self.role, self.name or self.role, self.status, self.counters)
+
+
+def add_control_port(
+    top: RoleService,
+    reactor: AnyClock,
+    port: int,
+    counters: Counters,
+    *,
+    interface: str = "",
+) -> UdpPortService | None:
+    """Open the role's MVPN control port (docs/protocol.md 2, 7.7) as the child ``control``
+    of ``top``: a UDP port opened in ``privilegedStartService`` like the registration port,
+    the transport of :attr:`~mvpn.core.effects.Channel.CONTROL` sends (errors leave from it),
+    and the source of datagrams for :func:`~mvpn.core.errors.receive_control`, which counts
+    into ``counters`` (the core's: ``mvpn_errors.received.<code>``,
+    ``control.not_handled_yet``, ``control.malformed``). ``port`` 0 opens nothing.
+    """
+    if port == 0:
+        return None
+    runner = top.runner
+
+    def received(data: bytes, source: tuple[str, int]) -> None:
+        runner.call(receive_control, data, source, counters)
+
+    control = UdpPortService(
+        cast(IReactorUDP, reactor), port, received, interface=interface, what="control"
+    )
+    control.setName("control")
+    control.setServiceParent(top)
+    top.add_counters("control_port.", control.counters.snapshot)
+    runner.set_transport(Channel.CONTROL, control)
+    return control

@@ -113,7 +113,9 @@ def sends(effects: list[Effect]) -> list[Send]:
 
 
 def only_send(effects: list[Effect]) -> bytes:
-    out = sends(effects)
+    """The one registration datagram of ``effects`` (MVPN errors beside it go to the
+    control port, see tests/core/test_errors.py)."""
+    out = [s for s in sends(effects) if s.channel is Channel.REGISTRATION]
     assert len(out) == 1, effects
     assert out[0].channel is Channel.REGISTRATION and out[0].to == FA_SOURCE
     return out[0].data

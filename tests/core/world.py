@@ -40,7 +40,7 @@ from mvpn.pki.certificate import (
     issue_certificate,
     make_ca_certificate,
 )
-from mvpn.roles.tc.errors import UnknownNode
+from mvpn.pki.tc_errors import UnknownNode
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 T0 = NOW.timestamp()

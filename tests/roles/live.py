@@ -226,11 +226,16 @@ class Home:
         domains = world.domains
         self.card = domains.smart_card("alice")
         self.link = open_link()
+        # One MVPN control port free on every address: nodes assume their peers listen on
+        # their own control port (docs/protocol.md 7.7), and the default 4350 would clash
+        # with other test runs.
+        self.control_port = common_free_udp_port(HA_ADDRESS, FA1_ADDRESS, FA2_ADDRESS, MN_ADDRESS)
         self.ha_config = HaConfig(
             files=AgentFiles.from_store(domains.home.path, "ha"),
             database=world.root / "ha.sqlite",
             port=free_udp_port(HA_ADDRESS),
             interface=HA_ADDRESS,
+            control_port=self.control_port,
             tc=Endpoint("127.0.0.1", world.tc_ports["home"]),
             lifetime=lifetime,
             plain_nodes=(
@@ -250,6 +255,7 @@ class Home:
                 files=AgentFiles.from_store(domains.visited.path, name),
                 port=self.fa_port,
                 interface=address,
+                control_port=self.control_port,
                 home_agent_port=self.ha_config.port,
                 tc=Endpoint("127.0.0.1", world.tc_ports["visited"]),
                 advertisement=self.advertisement,
@@ -285,6 +291,7 @@ class Home:
                 Endpoint(FA2_ADDRESS, self.adv_port),
             ),
             agent_port=self.fa_port,
+            control_port=self.control_port,
         )
         return dataclasses.replace(config, **changes)
 

@@ -221,3 +221,42 @@ def test_role_modules_leave_the_reactor_alone() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_control_port_from_files_and_options(site_dir: Path) -> None:
+    """``control_port`` (docs/protocol.md 2, 7.7) defaults to 4350 for every role, is read
+    from each table (0 closes it), is refused out of range, and ``--control-port``
+    overrides the file for HA, FA and MN."""
+    site = site_from_toml(site_dir / "site.toml")
+    assert site.ha is not None and site.fa is not None
+    assert (site.ha.control_port, site.fa.control_port) == (4350, 4350)
+    assert [mn.control_port for mn in site.mn] == [4350, 4350]
+    path = site_dir / "control" / "site.toml"
+    path.parent.mkdir(exist_ok=True)
+    for link in ("home", "visited"):
+        if not (path.parent / link).exists():
+            (path.parent / link).symlink_to(site_dir / link)
+    (path.parent / "alice.card").write_bytes((site_dir / "alice.card").read_bytes())
+    path.write_text(
+        "[ha]\nstore = 'home'\nname = 'ha'\ndatabase = 'ha.sqlite'\ncontrol_port = 5350\n"
+        "[fa]\nstore = 'visited'\nname = 'fa1'\ncontrol_port = 0\n"
+        "[mn]\nsmart_card = 'alice.card'\ncontrol_port = 6350\n"
+    )
+    site = site_from_toml(path)
+    assert site.ha is not None and site.fa is not None
+    assert (site.ha.control_port, site.fa.control_port, site.mn[0].control_port) == (
+        5350,
+        0,
+        6350,
+    )
+    path.write_text("[fa]\nstore = 'visited'\nname = 'fa1'\ncontrol_port = 65536\n")
+    with pytest.raises(ConfigError, match="control_port"):
+        site_from_toml(path)
+    config = str(site_dir / "site.toml")
+    for options, extra in (
+        (HaOptions(), []),
+        (FaOptions(), []),
+        (MnOptions(), ["--name", "alice"]),
+    ):
+        options.parseOptions(["--config", config, "--control-port", "7350", *extra])
+        assert options.config.control_port == 7350

@@ -36,6 +36,7 @@ def fa(tmp_path: Path, link: socket.socket) -> Iterator[ForeignAgentService]:
         files=AgentFiles.from_store(domains.visited.path, "fa1"),
         port=free_udp_port(FA1_ADDRESS),
         interface=FA1_ADDRESS,
+        control_port=free_udp_port(FA1_ADDRESS),
         advertisement=AdvertisementMode.UDP,
         advertisement_port=free_udp_port(FA1_ADDRESS),
         advertise_to=(Endpoint(*link.getsockname()),),

@@ -23,8 +23,8 @@ from mvpn.core.effects import (
     warn,
 )
 from mvpn.pki.certificate import NodeCertificate
+from mvpn.pki.tc_errors import TrustedCentreUnreachable, UnknownNode
 from mvpn.roles.shell import CertificateSource, EffectRunner
-from mvpn.roles.tc.errors import TrustedCentreUnreachable, UnknownNode
 
 
 class FakeSender:

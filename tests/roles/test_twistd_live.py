@@ -122,6 +122,7 @@ def write_configs(root: Path, lifetime: int) -> dict[str, str]:
     ha_port = free_udp_port(HA_ADDRESS)
     fa_port = free_udp_port(FA1_ADDRESS)
     adv_port = common_free_udp_port(FA1_ADDRESS, MN_ADDRESS)
+    control_port = common_free_udp_port(HA_ADDRESS, FA1_ADDRESS, MN_ADDRESS)
     return {
         "ha": f"""
 [ha]
@@ -130,6 +131,7 @@ name = "ha"
 address = "{HA_ADDRESS}"
 interface = "{HA_ADDRESS}"
 port = {ha_port}
+control_port = {control_port}
 database = "ha.sqlite"
 peer_certificates = ["visited/nodes/fa1.pem"]
 peer_cas = ["visited/ca.pem"]
@@ -140,6 +142,7 @@ store = "visited"
 name = "fa1"
 interface = "{FA1_ADDRESS}"
 port = {fa_port}
+control_port = {control_port}
 home_agent_port = {ha_port}
 peer_certificates = ["home/nodes/ha.pem"]
 peer_cas = ["home/ca.pem"]
@@ -157,6 +160,7 @@ advertisement = "udp"
 advertisement_port = {adv_port}
 solicit_to = ["{FA1_ADDRESS}:{adv_port}"]
 agent_port = {fa_port}
+control_port = {control_port}
 lifetime = {lifetime}
 """,
     }

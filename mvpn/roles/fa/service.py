@@ -30,6 +30,7 @@ from mvpn.roles.shell import (
     EffectRunner,
     RoleService,
     TcRegistration,
+    add_control_port,
     build_certificate_source,
     load_agent_credentials,
 )
@@ -81,6 +82,7 @@ def build_fa_service(
             advertisement_to=(group, config.advertisement_port),
             advertisement_interval=config.advertisement_interval,
             advertisement_lifetime=config.advertisement_lifetime,
+            control_port=config.control_port,
         )
         core = ForeignAgent(fa_config, random)
     except ValueError as e:
@@ -106,6 +108,7 @@ def build_fa_service(
     registration.setName("registration")
     registration.setServiceParent(top)
     top.add_counters("registration_port.", registration.counters.snapshot)
+    add_control_port(top, reactor, config.control_port, core.counters, interface=config.interface)
     advertisement = AdvertisementTransport(
         cast(IReactorTime, reactor),
         endpoints.solicitation,

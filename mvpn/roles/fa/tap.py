@@ -43,6 +43,7 @@ class Options(usage.Options):
         ["name", "n", "fa", "the FA's node name in the store"],
         ["address", "a", None, "care-of address (default: the certificate's)"],
         ["port", "p", None, "registration UDP port (default 434)", int],
+        ["control-port", None, None, "MVPN control UDP port, 0: closed (default 4350)", int],
         ["interface", "i", None, "address to listen on (default: all)"],
         ["tc", None, None, "the Trusted Centre, HOST:PORT"],
         ["home-agent-port", None, None, "home agents' registration port (default 434)", int],
@@ -98,6 +99,7 @@ class Options(usage.Options):
             changes["address"] = ipaddress.IPv4Address(self["address"])
         for option, field in (
             ("port", "port"),
+            ("control-port", "control_port"),
             ("home-agent-port", "home_agent_port"),
             ("advertisement-port", "advertisement_port"),
             ("lifetime", "lifetime"),

@@ -43,6 +43,7 @@ from mvpn.roles.shell import (
     EffectRunner,
     RoleService,
     TcRegistration,
+    add_control_port,
     build_certificate_source,
     clock_datetime,
     load_agent_credentials,
@@ -143,7 +144,11 @@ def build_ha_service(
         AgentIdentity(creds.certificate.node_id, creds.keys, address),
         store,
         random,
-        HomeAgentConfig(max_lifetime=config.lifetime, key_refresh_fraction=config.key_refresh),
+        HomeAgentConfig(
+            max_lifetime=config.lifetime,
+            key_refresh_fraction=config.key_refresh,
+            control_port=config.control_port,
+        ),
         mobiles,
         [PlainNodeRecord(p.home_address, p.spi, p.key) for p in config.plain_nodes],
     )
@@ -172,6 +177,7 @@ def build_ha_service(
     registration.setName("registration")
     registration.setServiceParent(top)
     top.add_counters("registration_port.", registration.counters.snapshot)
+    add_control_port(top, reactor, config.control_port, core.counters, interface=config.interface)
     runner.set_transport(Channel.REGISTRATION, registration)
     core_service = CoreService(runner, core.start)
     core_service.setName("core")

@@ -43,6 +43,7 @@ class Options(usage.Options):
         ["database", "d", None, "the SQLite binding store"],
         ["address", "a", None, "home agent address (default: the certificate's)"],
         ["port", "p", None, "registration UDP port (default 434)", int],
+        ["control-port", None, None, "MVPN control UDP port, 0: closed (default 4350)", int],
         ["interface", "i", None, "address to listen on (default: all)"],
         ["tc", None, None, "the Trusted Centre, HOST:PORT"],
         ["lifetime", None, None, "longest registration lifetime granted (s)", int],
@@ -95,6 +96,8 @@ class Options(usage.Options):
         for option in ("port", "lifetime"):
             if self[option] is not None:
                 changes[option] = self[option]
+        if self["control-port"] is not None:
+            changes["control_port"] = self["control-port"]
         if self["interface"] is not None:
             changes["interface"] = self["interface"]
         if self["tc"]:

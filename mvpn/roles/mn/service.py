@@ -38,6 +38,7 @@ from mvpn.roles.shell import (
     CoreService,
     EffectRunner,
     RoleService,
+    add_control_port,
     clock_datetime,
 )
 from mvpn.roles.transport import BROADCAST, AdvertisementTransport, UdpPortService
@@ -157,6 +158,7 @@ def build_mn_service(
     registration.setName("registration")
     registration.setServiceParent(top)
     top.add_counters("registration_port.", registration.counters.snapshot)
+    add_control_port(top, reactor, config.control_port, core.counters, interface=config.address)
     advertisement = AdvertisementTransport(
         cast(IReactorTime, reactor),
         endpoints.advertisement,

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.errors import CertificateError
 from mvpn.pki.revocation import Revocation
-from mvpn.roles.tc.errors import (
+from mvpn.pki.tc_errors import (
     CertificateRevoked,
     InvalidCertificate,
     NotAuthorised,

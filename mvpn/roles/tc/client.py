@@ -17,7 +17,7 @@ made through this client, or a ``REVOKED`` answer, drops the entry at once.
 
 The connection is a ``ClientService`` (reconnection with exponential backoff). When the TC
 cannot be reached, or does not answer within ``timeout`` seconds, calls fail with
-:class:`~mvpn.roles.tc.errors.TrustedCentreUnreachable`, which the roles turn into MVPN
+:class:`~mvpn.pki.tc_errors.TrustedCentreUnreachable`, which the roles turn into MVPN
 error 06, "Trusted Centre not found" (draft section 4).
 """
 
@@ -47,13 +47,13 @@ from twisted.python.failure import Failure
 
 from mvpn.pki.certificate import NodeCertificate
 from mvpn.pki.errors import CertificateError
-from mvpn.roles.tc.centre import clock_now, clock_seconds
-from mvpn.roles.tc.errors import (
+from mvpn.pki.tc_errors import (
     CertificateRevoked,
     InvalidCertificate,
     TrustedCentreError,
     TrustedCentreUnreachable,
 )
+from mvpn.roles.tc.centre import clock_now, clock_seconds
 from mvpn.roles.tc.protocol import (
     MAX_LIST_PAGE,
     List,

@@ -5,11 +5,11 @@ certificate the TLS peer presented (checked again on every command, so a certifi
 revoked while connected stops working at once). Errors travel as AMP error codes:
 
 ============================  ===================================================
-``UNKNOWN_NODE``              :class:`~mvpn.roles.tc.errors.UnknownNode`
-``REVOKED``                   :class:`~mvpn.roles.tc.errors.CertificateRevoked`
-``NOT_AUTHORISED``            :class:`~mvpn.roles.tc.errors.NotAuthorised`
-``INVALID_CERTIFICATE``       :class:`~mvpn.roles.tc.errors.InvalidCertificate`
-``TC_UNREACHABLE``            :class:`~mvpn.roles.tc.errors.TrustedCentreUnreachable`
+``UNKNOWN_NODE``              :class:`~mvpn.pki.tc_errors.UnknownNode`
+``REVOKED``                   :class:`~mvpn.pki.tc_errors.CertificateRevoked`
+``NOT_AUTHORISED``            :class:`~mvpn.pki.tc_errors.NotAuthorised`
+``INVALID_CERTIFICATE``       :class:`~mvpn.pki.tc_errors.InvalidCertificate`
+``TC_UNREACHABLE``            :class:`~mvpn.pki.tc_errors.TrustedCentreUnreachable`
 ============================  ===================================================
 
 Certificates travel DER-encoded. A lookup answer carries the certificate and the CA
@@ -31,14 +31,14 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 from mvpn.pki.certificate import NodeCertificate
 from mvpn.pki.errors import CertificateError
-from mvpn.roles.tc.centre import Answer, Caller, TrustedCentre
-from mvpn.roles.tc.errors import (
+from mvpn.pki.tc_errors import (
     CertificateRevoked,
     InvalidCertificate,
     NotAuthorised,
     TrustedCentreUnreachable,
     UnknownNode,
 )
+from mvpn.roles.tc.centre import Answer, Caller, TrustedCentre
 from mvpn.roles.tc.tls import peer_certificate
 
 MAX_LIST_PAGE = 40

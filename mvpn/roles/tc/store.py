@@ -24,7 +24,7 @@ from pathlib import Path
 from mvpn.pki.certificate import NodeCertificate
 from mvpn.pki.errors import CertificateError
 from mvpn.pki.revocation import Revocation
-from mvpn.roles.tc.errors import CertificateRevoked, InvalidCertificate, UnknownNode
+from mvpn.pki.tc_errors import CertificateRevoked, InvalidCertificate, UnknownNode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS certificates (

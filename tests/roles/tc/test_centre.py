@@ -13,8 +13,8 @@ from twisted.internet.task import Clock
 
 from mvpn.pki.certificate import Role
 from mvpn.pki.domain import DomainStore
+from mvpn.pki.tc_errors import InvalidCertificate, NotAuthorised, UnknownNode
 from mvpn.roles.tc.centre import Caller, TrustedCentre
-from mvpn.roles.tc.errors import InvalidCertificate, NotAuthorised, UnknownNode
 from mvpn.roles.tc.store import Registry
 from tests.pki.domains import NOW, PASSWORD, issue_agent, make_domain
 

@@ -25,8 +25,8 @@ from mvpn.crypto.keys import PrivateKeys
 from mvpn.pki.certificate import NodeCertificate, Role, issue_certificate
 from mvpn.pki.domain import DomainStore
 from mvpn.pki.files import read_private_keys
+from mvpn.pki.tc_errors import TrustedCentreUnreachable
 from mvpn.roles.tc.client import TrustedCentreClient
-from mvpn.roles.tc.errors import TrustedCentreUnreachable
 from mvpn.roles.tc.tls import client_options
 
 BIN = Path(sys.executable).parent

@@ -17,7 +17,7 @@ from mvpn.crypto.keys import PrivateKeys
 from mvpn.pki.bundle import SmartCard
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.domain import DomainStore
-from mvpn.roles.tc.errors import (
+from mvpn.pki.tc_errors import (
     CertificateRevoked,
     InvalidCertificate,
     NotAuthorised,

@@ -11,7 +11,7 @@ import pytest
 from mvpn.pki.certificate import Role
 from mvpn.pki.domain import IssuedNode
 from mvpn.pki.revocation import Revocation
-from mvpn.roles.tc.errors import CertificateRevoked, UnknownNode
+from mvpn.pki.tc_errors import CertificateRevoked, UnknownNode
 from mvpn.roles.tc.store import Registry
 from tests.pki.domains import NOW, PASSWORD, issue_agent, make_domain
 

@@ -1,4 +1,6 @@
-"""The Trusted Centre's typed errors, shared by the server, its AMP commands and the client.
+"""The Trusted Centre's typed errors, shared by the server, its AMP commands, the client,
+and the role cores that turn them into reply codes and MVPN errors (so they live below
+mvpn.core, beside the other PKI errors).
 
 Each travels over AMP under a fixed error code (see :mod:`mvpn.roles.tc.protocol`), so a
 client's Deferred fails with the same class the TC raised.
