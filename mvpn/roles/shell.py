@@ -66,7 +66,7 @@ from mvpn.roles.config import AgentFiles, ConfigError, Endpoint
 from mvpn.roles.control import RoleReport
 from mvpn.roles.tc.client import TrustedCentreClient
 from mvpn.roles.tc.tls import client_options
-from mvpn.roles.transport import UdpPortService
+from mvpn.roles.transport import AdvertisementTransport, UdpPortService
 
 DEFAULT_CACHE_TTL = 300.0
 """Seconds a looked-up certificate is reused at most: the Trusted Centre client's own TTL,
@@ -607,6 +607,48 @@ class RoleService(MultiService):
     def report(self) -> RoleReport:
         """This role's entry in a control-socket answer."""
         return RoleReport(self.role, self.name or self.role, self.status, self.counters)
+
+    def add_child(self, name: str, child: Service) -> None:
+        """Add ``child`` under ``name`` (children start in the order they are added)."""
+        child.setName(name)
+        child.setServiceParent(self)
+
+    def add_registration_port(
+        self,
+        reactor: AnyClock,
+        port: int,
+        handler: Callable[[bytes, tuple[str, int]], None],
+        interface: str,
+    ) -> UdpPortService:
+        """The registration UDP port (434 by default) as the child ``registration``: opened
+        in ``privilegedStartService``, the transport of ``Channel.REGISTRATION`` sends."""
+        registration = UdpPortService(
+            cast(IReactorUDP, reactor), port, handler, interface=interface, what="registration"
+        )
+        self.add_child("registration", registration)
+        self.add_counters("registration_port.", registration.counters.snapshot)
+        self.runner.set_transport(Channel.REGISTRATION, registration)
+        return registration
+
+    def add_advertisements(self, transport: AdvertisementTransport) -> None:
+        """The advertisement transport as the child ``advertisement`` and the transport of
+        ``Channel.ADVERTISEMENT`` sends."""
+        self.add_child("advertisement", transport)
+        self.add_counters("advertisement.", transport.counters.snapshot)
+        self.runner.set_transport(Channel.ADVERTISEMENT, transport)
+
+    def add_tc_registration(
+        self, tc_client: TrustedCentreClient, certificates: list[NodeCertificate]
+    ) -> None:
+        """The TC client, then the registration of ``certificates`` with it at start."""
+        tc_client.setServiceParent(self)
+        with_tc = TcRegistration(tc_client, certificates)
+        self.add_child("tc-registration", with_tc)
+        self.add_counters("", with_tc.counters.snapshot)
+
+    def add_core(self, start: Callable[[float], list[Effect]]) -> None:
+        """The child ``core``, added last: it starts the core once every port is open."""
+        self.add_child("core", CoreService(self.runner, start))
 
 
 def add_control_port(

@@ -15,10 +15,9 @@ from __future__ import annotations
 import ipaddress
 from typing import cast
 
-from twisted.internet.interfaces import IReactorTime, IReactorUDP
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mvpn.core.effects import Channel
 from mvpn.core.fa import ForeignAgent, ForeignAgentConfig
 from mvpn.crypto.random import RandomSource, system_random
 from mvpn.pki.certificate import Role
@@ -26,10 +25,8 @@ from mvpn.roles.config import ConfigError, FaConfig
 from mvpn.roles.fa.protocol import ForeignAgentEndpoints
 from mvpn.roles.shell import (
     AnyClock,
-    CoreService,
     EffectRunner,
     RoleService,
-    TcRegistration,
     add_control_port,
     build_certificate_source,
     load_agent_credentials,
@@ -38,7 +35,6 @@ from mvpn.roles.transport import (
     BROADCAST,
     AdvertisementMode,
     AdvertisementTransport,
-    UdpPortService,
 )
 from mvpn.wire.icmp import AGENT_SOLICITATION_TYPE
 
@@ -93,37 +89,19 @@ def build_fa_service(
     top.core = core
     top.add_counters("", core.counters.snapshot)
     if tc_client is not None:
-        tc_client.setServiceParent(top)
-        registration_with_tc = TcRegistration(tc_client, [creds.certificate])
-        registration_with_tc.setName("tc-registration")
-        registration_with_tc.setServiceParent(top)
-        top.add_counters("", registration_with_tc.counters.snapshot)
-    registration = UdpPortService(
-        cast(IReactorUDP, reactor),
-        config.port,
-        endpoints.registration,
-        interface=config.interface,
-        what="registration",
-    )
-    registration.setName("registration")
-    registration.setServiceParent(top)
-    top.add_counters("registration_port.", registration.counters.snapshot)
+        top.add_tc_registration(tc_client, [creds.certificate])
+    top.add_registration_port(reactor, config.port, endpoints.registration, config.interface)
     add_control_port(top, reactor, config.control_port, core.counters, interface=config.interface)
-    advertisement = AdvertisementTransport(
-        cast(IReactorTime, reactor),
-        endpoints.solicitation,
-        accept_types=(AGENT_SOLICITATION_TYPE,),
-        mode=config.advertisement,
-        interface=config.interface,
-        port=config.advertisement_port,
-        targets=tuple(t.as_tuple() for t in config.advertise_to),
+    top.add_advertisements(
+        AdvertisementTransport(
+            cast(IReactorTime, reactor),
+            endpoints.solicitation,
+            accept_types=(AGENT_SOLICITATION_TYPE,),
+            mode=config.advertisement,
+            interface=config.interface,
+            port=config.advertisement_port,
+            targets=tuple(t.as_tuple() for t in config.advertise_to),
+        )
     )
-    advertisement.setName("advertisement")
-    advertisement.setServiceParent(top)
-    top.add_counters("advertisement.", advertisement.counters.snapshot)
-    runner.set_transport(Channel.REGISTRATION, registration)
-    runner.set_transport(Channel.ADVERTISEMENT, advertisement)
-    core_service = CoreService(runner, core.start)
-    core_service.setName("core")
-    core_service.setServiceParent(top)
+    top.add_core(core.start)
     return top

@@ -21,13 +21,10 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import cast
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorUDP
 from twisted.logger import Logger
 
-from mvpn.core.effects import Channel
 from mvpn.core.ha import HomeAgent, HomeAgentConfig, MobileNodeRecord, PlainNodeRecord
 from mvpn.core.messages import AgentIdentity
 from mvpn.core.store import BindingStore
@@ -39,16 +36,13 @@ from mvpn.roles.ha.protocol import HomeAgentEndpoints
 from mvpn.roles.shell import (
     AgentCredentials,
     AnyClock,
-    CoreService,
     EffectRunner,
     RoleService,
-    TcRegistration,
     add_control_port,
     build_certificate_source,
     clock_datetime,
     load_agent_credentials,
 )
-from mvpn.roles.transport import UdpPortService
 
 DATABASE_MODE = 0o600
 """The binding store holds registration keys: only the HA's account may read it."""
@@ -158,30 +152,12 @@ def build_ha_service(
     top.core = core
     top.store = store
     top.add_counters("", core.counters.snapshot)
-    store_service = _StoreService(store)
-    store_service.setName("store")
-    store_service.setServiceParent(top)
+    top.add_child("store", _StoreService(store))
     if tc_client is not None:
-        tc_client.setServiceParent(top)
-        with_tc = TcRegistration(tc_client, [creds.certificate, *mobile_certs])
-        with_tc.setName("tc-registration")
-        with_tc.setServiceParent(top)
-        top.add_counters("", with_tc.counters.snapshot)
-    registration = UdpPortService(
-        cast(IReactorUDP, reactor),
-        config.port,
-        endpoints.registration,
-        interface=config.interface,
-        what="registration",
-    )
-    registration.setName("registration")
-    registration.setServiceParent(top)
-    top.add_counters("registration_port.", registration.counters.snapshot)
+        top.add_tc_registration(tc_client, [creds.certificate, *mobile_certs])
+    top.add_registration_port(reactor, config.port, endpoints.registration, config.interface)
     add_control_port(top, reactor, config.control_port, core.counters, interface=config.interface)
-    runner.set_transport(Channel.REGISTRATION, registration)
-    core_service = CoreService(runner, core.start)
-    core_service.setName("core")
-    core_service.setServiceParent(top)
+    top.add_core(core.start)
     log.info(
         "home agent {address}: {mobiles} mobile node(s), {plain} plain node(s), store {path}",
         address=str(address),

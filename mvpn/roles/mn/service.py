@@ -20,10 +20,10 @@ import ipaddress
 from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime, IReactorUDP
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mvpn.core.effects import Channel, Event
+from mvpn.core.effects import Event
 from mvpn.core.messages import MobileCredentials
 from mvpn.core.mn import MobileNode, MobileNodeConfig
 from mvpn.crypto.random import RandomSource, system_random
@@ -35,13 +35,12 @@ from mvpn.roles.mn.protocol import MobileNodeEndpoints
 from mvpn.roles.shell import (
     AnyClock,
     CertificateSource,
-    CoreService,
     EffectRunner,
     RoleService,
     add_control_port,
     clock_datetime,
 )
-from mvpn.roles.transport import BROADCAST, AdvertisementTransport, UdpPortService
+from mvpn.roles.transport import BROADCAST, AdvertisementTransport
 from mvpn.wire.icmp import AGENT_ADVERTISEMENT_TYPE
 
 
@@ -148,32 +147,18 @@ def build_mn_service(
     top = MobileNodeService("mn", f"mn:{config.name}", runner, core.status)
     top.core = core
     top.add_counters("", core.counters.snapshot)
-    registration = UdpPortService(
-        cast(IReactorUDP, reactor),
-        config.port,
-        endpoints.registration,
-        interface=config.address,
-        what="registration",
-    )
-    registration.setName("registration")
-    registration.setServiceParent(top)
-    top.add_counters("registration_port.", registration.counters.snapshot)
+    top.add_registration_port(reactor, config.port, endpoints.registration, config.address)
     add_control_port(top, reactor, config.control_port, core.counters, interface=config.address)
-    advertisement = AdvertisementTransport(
-        cast(IReactorTime, reactor),
-        endpoints.advertisement,
-        accept_types=(AGENT_ADVERTISEMENT_TYPE,),
-        mode=config.advertisement,
-        interface=config.address,
-        port=config.advertisement_port,
-        targets=tuple(t.as_tuple() for t in config.solicit_to),
+    top.add_advertisements(
+        AdvertisementTransport(
+            cast(IReactorTime, reactor),
+            endpoints.advertisement,
+            accept_types=(AGENT_ADVERTISEMENT_TYPE,),
+            mode=config.advertisement,
+            interface=config.address,
+            port=config.advertisement_port,
+            targets=tuple(t.as_tuple() for t in config.solicit_to),
+        )
     )
-    advertisement.setName("advertisement")
-    advertisement.setServiceParent(top)
-    top.add_counters("advertisement.", advertisement.counters.snapshot)
-    runner.set_transport(Channel.REGISTRATION, registration)
-    runner.set_transport(Channel.ADVERTISEMENT, advertisement)
-    core_service = CoreService(runner, core.start)
-    core_service.setName("core")
-    core_service.setServiceParent(top)
+    top.add_core(core.start)
     return top

@@ -16,12 +16,13 @@ import dataclasses
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from mvpn.pki.errors import PkiError
+from mvpn.roles.agent_options import make_site_service
 from mvpn.roles.config import (
     ConfigError,
     Endpoint,
@@ -127,12 +128,6 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """The MN service for twistd (the global reactor is imported here, at run time)."""
-    from twisted.internet import reactor
-
-    from mvpn.roles.shell import AnyClock
-    from mvpn.roles.site import build_site_service
-
+    """The MN service for twistd."""
     config: MnConfig = options.config
-    site = SiteConfig(mn=(config,), control_socket=config.control_socket)
-    return cast(IService, build_site_service(site, cast(AnyClock, reactor)))
+    return make_site_service(SiteConfig(mn=(config,), control_socket=config.control_socket))
