@@ -31,7 +31,7 @@ test: check unit
 
 ## Longer Hypothesis run of every decoder (not part of `make test`).
 fuzz: $(STAMP)
-	MVPN_HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/wire -k fuzz
+	MVPN_HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/wire -k fuzz --timeout=0
 
 bench-wire: $(STAMP)
 	$(PY) -m benchmarks.wire_crypto
