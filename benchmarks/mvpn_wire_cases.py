@@ -113,8 +113,9 @@ def cases() -> list[Case]:
         )
     )
     frames: list[_Encodable] = [
-        data.TunnelHello(10, data.TunnelRole.HOME_AGENT, 1 << 63, _SIG),
-        data.TunnelData(mn, packet_bytes),
+        data.TunnelHello(10, data.TunnelRole.HOME_AGENT, 1 << 63, 1, 2, 3, _SIG),
+        data.TunnelData(1, mn, packet_bytes),
+        data.TunnelAck(1),
         data.TunnelKeepalive(),
     ]
     result += [_case(f"tunnel.{type(f).__name__}", f, data.decode_frame) for f in frames]

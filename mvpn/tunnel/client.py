@@ -7,13 +7,10 @@ counts as a failed attempt, like a refused TCP connection. (Not through ``Client
 ``prepareConnection``: its state machine has no transition for a connection lost after a
 refused preparation.) Attempts back off
 exponentially from 0.5 s to 30 s (factor 2, no jitter: there is one connection per HA-FA
-pair, no herd to spread). Frames sent while no connection is ready go to a bounded
-:class:`~mvpn.tunnel.buffer.FrameBuffer` and are written in order as soon as the next
-connection is ready.
-
-Frames already written to a connection that then dies are in TCP's hands: the tunnel frames
-carry no acknowledgement (protocol.md 8.2), so those are lost like packets on a broken link
-and the inner transport retransmits.
+pair, no herd to spread). Every accepted frame is numbered and kept in the pair's bounded
+:class:`~mvpn.tunnel.buffer.TunnelSession` until the FA acknowledges it; frames accepted
+while no connection is ready wait there, and after a reconnection everything the FA's Hello
+does not acknowledge is written again, in order, before anything new (protocol.md 8.2).
 """
 
 from __future__ import annotations
@@ -30,13 +27,12 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from mvpn.core.effects import Counters
-from mvpn.tunnel.buffer import MAX_BUFFERED_BYTES, MAX_BUFFERED_FRAMES, FrameBuffer
+from mvpn.tunnel.buffer import MAX_BUFFERED_BYTES, MAX_BUFFERED_FRAMES, TunnelSession
 from mvpn.tunnel.protocol import (
     DataReceiver,
     PeerKeyLookup,
     TunnelIdentity,
     TunnelProtocol,
-    encode_data_frame,
 )
 
 __all__ = ["RETRY_INITIAL", "RETRY_MAX", "TunnelClient", "default_retry_policy"]
@@ -63,7 +59,8 @@ def default_retry_policy() -> Callable[[int], float]:
 class TunnelClient(Service):
     """The tunnel from this HA to the FA ``peer_id`` at ``endpoint``.
 
-    :meth:`send_data` writes at once when the tunnel is ready and buffers otherwise.
+    :meth:`send_data` writes at once when the tunnel is ready and keeps the frame until the
+    FA acknowledges it (:attr:`session`).
     ``counters`` (also the connections'): ``buffer.*``, ``hello.*``, ``frames.*``,
     ``connections``.
     """
@@ -87,7 +84,7 @@ class TunnelClient(Service):
         self.identity = identity
         self.peer_id = peer_id
         self.counters = Counters()
-        self.buffer = FrameBuffer(self.counters, f"{peer_id:#x}", max_frames, max_bytes)
+        self.session = TunnelSession(self.counters, f"{peer_id:#x}", max_frames, max_bytes)
         self.protocol: TunnelProtocol | None = None
         """The ready connection, or None while down."""
 
@@ -106,6 +103,7 @@ class TunnelClient(Service):
                 on_lost=self._lost,
                 on_failed=self._failed,
                 counters=self.counters,
+                sessions=lambda _peer: self.session,
             )
 
         def retry(failed_attempts: int) -> float:
@@ -126,7 +124,6 @@ class TunnelClient(Service):
         self.protocol = protocol
         self._unready_streak = 0
         self.counters.increment("connections")
-        self.buffer.flush_to(protocol)
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.callback(protocol)
@@ -145,12 +142,9 @@ class TunnelClient(Service):
 
     def send_data(self, mn_addr: bytes, packet: bytes) -> bool:
         """Send ``packet`` to the MN ``mn_addr`` (4 packed bytes) through the tunnel; False
-        (counted and logged by the buffer) only when the tunnel is down and the buffer full."""
-        protocol = self.protocol
-        if protocol is not None:
-            protocol.send_data(mn_addr, packet)
-            return True
-        return self.buffer.add(encode_data_frame(mn_addr, packet))
+        (counted and logged by the session) when the frames unacknowledged or waiting for a
+        connection reach the bounds."""
+        return self.session.send(mn_addr, packet)
 
     def when_ready(self) -> Deferred[TunnelProtocol]:
         """The ready connection, now or when the next one is."""

@@ -12,13 +12,23 @@ Body``; :mod:`mvpn.wire.data` has the codecs). :class:`TunnelProtocol` is one en
   ID and role, possibly asynchronously), that the Role is the other end's, that the ID is the
   one dialled (HA side) and that the Timestamp is within :data:`HELLO_TIME_WINDOW` of the
   local clock. No valid Hello within :data:`HELLO_TIMEOUT` closes the connection.
-- **Data.** Once the peer's Hello verified, each Data frame goes to ``on_data(mn_addr,
-  packet)`` with the MN ADDR as 4 packed bytes: no per-frame object, no per-frame log.
+  The Hello also carries this end's Session ID and how far it has received the peer's
+  series; the pair's :class:`~mvpn.tunnel.buffer.TunnelSession` takes the peer's in and
+  then writes every frame the peer does not have, oldest first.
+- **Data.** Once the peer's Hello verified, each Data frame whose Sequence is the next
+  expected goes to ``on_data(mn_addr, packet)`` with the MN ADDR as 4 packed bytes: no
+  per-frame object, no per-frame log. An older Sequence (a frame resent after a
+  reconnection) is dropped and counted (``frames.duplicate``); a later one (a gap) closes
+  the connection (``frames.gap``): the next Hello resynchronises.
+- **Ack.** The receiver acknowledges the highest Sequence delivered in order after
+  :data:`ACK_EVERY` frames or :data:`ACK_DELAY` seconds, whichever first, and with every
+  Keepalive; an Ack releases the sender's kept frames.
 - **Keepalive.** Every :data:`KEEPALIVE_INTERVAL` each ready end sends a Keepalive; an end
   that has heard nothing for :data:`IDLE_INTERVALS` intervals closes the connection.
 - **Bad input.** A Frame Length over :data:`~mvpn.wire.data.MAX_FRAME_BODY`, a frame that
-  does not decode, a Hello after the first or a Data frame before it: logged with the reason,
-  counted, and the connection is closed (the stream cannot be resynchronised).
+  does not decode, a Hello after the first, a Data frame before it, or an Ack of a frame
+  never sent: logged with the reason, counted, and the connection is closed (the stream
+  cannot be resynchronised).
 """
 
 from __future__ import annotations
@@ -40,11 +50,12 @@ from mvpn.core.effects import Counters
 from mvpn.crypto.errors import CryptoError
 from mvpn.crypto.keys import PrivateKeys, PublicKeys
 from mvpn.crypto.suite import sign, verify
-from mvpn.tunnel.buffer import MAX_BUFFERED_BYTES, MAX_BUFFERED_FRAMES, FrameBuffer
+from mvpn.tunnel.buffer import MAX_BUFFERED_BYTES, MAX_BUFFERED_FRAMES, TunnelSession
 from mvpn.wire.data import (
     MAX_FRAME_BODY,
     MIN_DATA_PACKET,
     FrameType,
+    TunnelAck,
     TunnelHello,
     TunnelKeepalive,
     TunnelRole,
@@ -54,12 +65,15 @@ from mvpn.wire.errors import WireError
 from mvpn.wire.registration import Identification
 
 __all__ = [
+    "ACK_DELAY",
+    "ACK_EVERY",
     "HELLO_TIMEOUT",
     "HELLO_TIME_WINDOW",
     "IDLE_INTERVALS",
     "KEEPALIVE_INTERVAL",
     "DataReceiver",
     "PeerKeyLookup",
+    "SessionLookup",
     "TunnelIdentity",
     "TunnelProtocol",
     "TunnelRefused",
@@ -81,15 +95,26 @@ IDLE_INTERVALS = 3
 """Keepalive intervals without any frame from the peer before the connection is closed:
 three lost keepalives (30 s) mean the peer or the path is gone."""
 
+ACK_EVERY = 32
+"""Data frames delivered before an Ack is sent at once: one Ack per 32 frames, not per frame,
+yet far inside the sender's 1024-frame bound."""
+
+ACK_DELAY = 0.05
+"""Seconds after an unacknowledged delivery before an Ack goes anyway (a slow trickle must
+not keep frames in the sender's buffer until the next keepalive)."""
+
 MAX_EARLY_FRAMES = 1024
 """Frames that may arrive while the peer's Hello is still being verified (a key lookup in
 flight): one reconnection buffer's worth (protocol.md 10); more closes the connection."""
 
-_DATA_PREFIX = struct.Struct("!IB")
 _DATA = int(FrameType.DATA)
+_DATA_PREFIX = struct.Struct("!IBQ")
+_ACK = int(FrameType.ACK)
+_SEQUENCE = struct.Struct("!Q")
+_ACK_BODY_SIZE = 1 + _SEQUENCE.size
 _KEEPALIVE_BODY = TunnelKeepalive().encode_body()
 _KEEPALIVE_FRAME = TunnelKeepalive().encode()
-_MIN_DATA_BODY = 1 + 4 + MIN_DATA_PACKET
+_MIN_DATA_BODY = 1 + 8 + 4 + MIN_DATA_PACKET
 _PEER_ROLE = {
     TunnelRole.HOME_AGENT: TunnelRole.FOREIGN_AGENT,
     TunnelRole.FOREIGN_AGENT: TunnelRole.HOME_AGENT,
@@ -99,15 +124,18 @@ _ID = struct.Struct("!Q")
 DataReceiver = Callable[[bytes, bytes], None]
 """``on_data(mn_addr, packet)``: the MN ADDR as 4 packed bytes and the type-55 packet."""
 
+SessionLookup = Callable[[int], TunnelSession]
+"""The pair state for the peer ``node_id`` (created on first use), kept across connections."""
+
 PeerKeyLookup = Callable[[int, TunnelRole], "PublicKeys | Deferred[PublicKeys]"]
 """The public keys of the node ``(node_id, role)`` (its certificate through the TC client or a
 cache); fails (raises or errbacks) when the node is unknown, revoked or of another role."""
 
 
-def encode_data_frame(mn_addr: bytes, packet: bytes) -> bytes:
-    """The whole Data frame for ``packet`` (a type-55 packet) to the MN ``mn_addr`` (4 packed
-    bytes): the same bytes as ``TunnelData(...).encode()``, without building the value."""
-    return _DATA_PREFIX.pack(5 + len(packet), _DATA) + mn_addr + packet
+def encode_data_frame(sequence: int, mn_addr: bytes, packet: bytes) -> bytes:
+    """The whole Data frame number ``sequence`` for ``packet`` (a type-55 packet) to the MN
+    ``mn_addr`` (4 packed bytes): the same bytes as ``TunnelData(...).encode()``."""
+    return _DATA_PREFIX.pack(13 + len(packet), _DATA, sequence) + mn_addr + packet
 
 
 @dataclass(frozen=True)
@@ -133,10 +161,12 @@ class TunnelProtocol(Int32StringReceiver):
     accepting end (``expected_peer=None``) answers after verifying the opener's Hello.
     ``on_ready(protocol)`` runs once the peer's Hello verified (and this end's Hello is sent);
     ``on_lost(protocol)`` when the connection ends after that (or is closed by this end);
-    ``on_failed(protocol)`` when it ends without ever being ready. ``counters`` (shared with the
-    owner) counts ``hello.refused``, ``hello.timeout``, ``frames.oversize``,
-    ``frames.malformed``, ``idle_closes``, ``connections.replaced``; per-frame numbers are
-    the plain attributes ``frames_in`` and ``frames_out``.
+    ``on_failed(protocol)`` when it ends without ever being ready. ``sessions(peer_id)`` gives
+    the pair's :class:`~mvpn.tunnel.buffer.TunnelSession` (by default one per protocol, for
+    tests). ``counters`` (shared with the owner) counts ``hello.refused``, ``hello.timeout``,
+    ``frames.oversize``, ``frames.malformed``, ``frames.duplicate``, ``frames.gap``,
+    ``idle_closes``, ``connections.replaced``; per-frame numbers are the plain attributes
+    ``frames_in`` and ``frames_out``.
     """
 
     MAX_LENGTH = MAX_FRAME_BODY
@@ -154,6 +184,7 @@ class TunnelProtocol(Int32StringReceiver):
         on_lost: Callable[[TunnelProtocol], None] | None = None,
         on_failed: Callable[[TunnelProtocol], None] | None = None,
         counters: Counters | None = None,
+        sessions: SessionLookup | None = None,
     ) -> None:
         self.identity = identity
         # Seen through task.Clock's methods: mypy cannot read zope interfaces' signatures.
@@ -166,6 +197,19 @@ class TunnelProtocol(Int32StringReceiver):
         self._on_failed = on_failed
         self.was_ready = False
         self.counters = counters if counters is not None else Counters()
+        if sessions is None:
+            own: dict[int, TunnelSession] = {}
+
+            def sessions(peer_id: int) -> TunnelSession:
+                if peer_id not in own:
+                    own[peer_id] = TunnelSession(self.counters, f"{peer_id:#x}")
+                return own[peer_id]
+
+        self._sessions = sessions
+        self.session: TunnelSession | None = None
+        """The pair's state, once the peer is known (dialled, or its Hello verified)."""
+        self._since_ack = 0
+        self._ack_timer: Any = None  # an IDelayedCall while armed
         self.peer_id: int | None = None
         self.ready = False
         self.closed = False
@@ -184,6 +228,7 @@ class TunnelProtocol(Int32StringReceiver):
     def connectionMade(self) -> None:
         self._hello_timer = self.clock.callLater(HELLO_TIMEOUT, self._hello_timed_out)
         if self.expected_peer is not None:
+            self.session = self._sessions(self.expected_peer)
             self._send_hello(self.expected_peer)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -191,6 +236,8 @@ class TunnelProtocol(Int32StringReceiver):
         self.closed = True
         self.ready = False
         self._cancel_timers()
+        if self.session is not None:
+            self.session.detach(self)
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.errback(TunnelRefused("connection closed before the Hello"))
@@ -239,6 +286,8 @@ class TunnelProtocol(Int32StringReceiver):
         if self.ready:
             self.ready = False
             self._cancel_timers()
+            if self.session is not None:
+                self.session.detach(self)
             if self._on_lost is not None:
                 self._on_lost(self)
 
@@ -249,6 +298,9 @@ class TunnelProtocol(Int32StringReceiver):
         if self._keepalive is not None and self._keepalive.running:
             self._keepalive.stop()
         self._keepalive = None
+        if self._ack_timer is not None and self._ack_timer.active():
+            self._ack_timer.cancel()
+        self._ack_timer = None
 
     def _hello_timed_out(self) -> None:
         self._hello_timer = None
@@ -265,33 +317,82 @@ class TunnelProtocol(Int32StringReceiver):
 
     def _send_hello(self, peer_id: int) -> None:
         ident = self.identity
+        session = self.session
+        assert session is not None
         timestamp = Identification.from_unix_time(self.clock.seconds()).value
-        signed = TunnelHello.signed_part_for(ident.node_id, ident.role, timestamp)
+        fields = (
+            ident.node_id,
+            ident.role,
+            timestamp,
+            session.session_id,
+            session.peer_session,
+            session.next_expected,
+        )
+        signed = TunnelHello.signed_part_for(*fields)
         signature = sign(ident.keys, TunnelHello.SIGNATURE_LABEL, _ID.pack(peer_id), signed)
-        hello = TunnelHello(ident.node_id, ident.role, timestamp, signature)
-        self.sendString(hello.encode_body())
+        self.sendString(TunnelHello(*fields, signature).encode_body())
 
-    def send_data(self, mn_addr: bytes, packet: bytes) -> None:
-        """Write one Data frame (the caller checks :attr:`ready`)."""
+    def send_data(self, mn_addr: bytes, packet: bytes) -> bool:
+        """Accept one Data frame through the pair's session (written now when this connection
+        is ready, kept otherwise); False when the session's bounds refused it."""
+        session = self.session
+        if session is None:
+            raise TunnelRefused("no peer yet: the Hello has not verified")
+        return session.send(mn_addr, packet)
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write one whole, already numbered frame (called by the session)."""
         self.frames_out += 1
-        self._tx.writeSequence([_DATA_PREFIX.pack(5 + len(packet), _DATA), mn_addr, packet])
+        self._tx.write(frame)
 
-    def send_frames(self, frames: list[bytes]) -> None:
-        """Write whole, already encoded frames in order (a flushed reconnection buffer)."""
+    def write_frames(self, frames: list[bytes]) -> None:
+        """Write whole, already numbered frames in order (kept frames after a reconnection)."""
         self.frames_out += len(frames)
         self._tx.writeSequence(frames)
+
+    def _send_ack(self) -> None:
+        session = self.session
+        assert session is not None
+        self._since_ack = 0
+        if self._ack_timer is not None:
+            if self._ack_timer.active():
+                self._ack_timer.cancel()
+            self._ack_timer = None
+        if session.next_expected:
+            self._tx.write(TunnelAck(session.next_expected - 1).encode())
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        if self.ready:
+            self._send_ack()
 
     # --- receiving ---------------------------------------------------------------------
 
     def stringReceived(self, data: bytes) -> None:
         self._heard = True
         if self.ready:
-            # The hot path: one type test and one length test per frame.
+            # The hot path: one type test, one length test and one Sequence test per frame.
             if len(data) >= _MIN_DATA_BODY and data[0] == _DATA:
+                session = self.session
+                assert session is not None
+                sequence = _SEQUENCE.unpack_from(data, 1)[0]
+                if sequence != session.next_expected and not self._out_of_line(sequence):
+                    return
+                session.next_expected = sequence + 1
                 self.frames_in += 1
-                self._on_data(data[1:5], data[5:])
+                self._on_data(data[9:13], data[13:])
+                self._since_ack += 1
+                if self._since_ack >= ACK_EVERY:
+                    self._send_ack()
+                elif self._ack_timer is None and self.ready:
+                    self._ack_timer = self.clock.callLater(ACK_DELAY, self._ack_due)
+            elif len(data) == _ACK_BODY_SIZE and data[0] == _ACK:
+                acked = _SEQUENCE.unpack_from(data, 1)[0]
+                assert self.session is not None
+                if not self.session.acknowledge(acked):
+                    self.close("frames.malformed", "Ack of {sequence}, never sent", sequence=acked)
             elif data != _KEEPALIVE_BODY:
-                self._bad_frame(data, "after the Hello only Data and Keepalive frames")
+                self._bad_frame(data, "after the Hello only Data, Ack and Keepalive frames")
             return
         if self._verifying:
             if len(self._early) >= MAX_EARLY_FRAMES:
@@ -310,6 +411,24 @@ class TunnelProtocol(Int32StringReceiver):
             self.close("frames.malformed", "the first frame must be a Hello")
             return
         self._verify_hello(frame)
+
+    def _out_of_line(self, sequence: int) -> bool:
+        """Whether a Data frame that is not the next expected is delivered anyway: only the
+        first of an unknown series. Duplicates are dropped, a gap closes the connection."""
+        session = self.session
+        assert session is not None
+        if session.next_expected == 0:
+            return True
+        if sequence < session.next_expected:
+            self.counters.increment("frames.duplicate")
+            return False
+        self.close(
+            "frames.gap",
+            "Data Sequence {sequence}, expected {expected}",
+            sequence=sequence,
+            expected=session.next_expected,
+        )
+        return False
 
     def _bad_frame(self, data: bytes, rule: str) -> None:
         try:
@@ -367,6 +486,9 @@ class TunnelProtocol(Int32StringReceiver):
             self._refuse(str(e))
             return
         self.peer_id = hello.node_id
+        if self.session is None:
+            self.session = self._sessions(hello.node_id)
+        self.session.peer_hello(hello)
         if self.expected_peer is None:
             self._send_hello(hello.node_id)
         self._become_ready()
@@ -387,6 +509,10 @@ class TunnelProtocol(Int32StringReceiver):
         self.log.info(
             "tunnel to {peer_id:#x} ({role}) up", peer_id=self.peer_id, role=self.peer_role.name
         )
+        assert self.session is not None
+        # Replaces any older connection of the pair as the session's sink, then resends
+        # what the peer does not have before anything new.
+        self.session.attach(self)
         if self._on_ready is not None:
             self._on_ready(self)
         waiters, self._ready_waiters = self._ready_waiters, []
@@ -417,15 +543,16 @@ class TunnelProtocol(Int32StringReceiver):
                 )
                 return
         self._tx.write(_KEEPALIVE_FRAME)
+        self._send_ack()
 
 
 class TunnelServerFactory(Factory):
     """The accepting end (the FA, protocol.md 8.2): one ready connection per HA.
 
-    Frames to an HA go through :meth:`send_data`: written when its connection is ready,
-    otherwise kept in that HA's :class:`~mvpn.tunnel.buffer.FrameBuffer` (only for an HA
-    that was connected before) until it reconnects. A second connection from the same HA
-    replaces the first (the HA redialled before this end saw the old one die).
+    Frames to an HA go through :meth:`send_data` into that HA's
+    :class:`~mvpn.tunnel.buffer.TunnelSession` (only for an HA that was connected before):
+    written when its connection is ready, kept until acknowledged. A second connection from
+    the same HA replaces the first (the HA redialled before this end saw the old one die).
     """
 
     log = Logger()
@@ -447,7 +574,8 @@ class TunnelServerFactory(Factory):
         self.on_data = on_data
         self.counters = counters if counters is not None else Counters()
         self.connections: dict[int, TunnelProtocol] = {}
-        self._buffers: dict[int, FrameBuffer] = {}
+        self.sessions: dict[int, TunnelSession] = {}
+        """Each HA's pair state, from its first verified Hello on."""
         self._max_frames = max_frames
         self._max_bytes = max_bytes
 
@@ -460,7 +588,17 @@ class TunnelServerFactory(Factory):
             on_ready=self._ready,
             on_lost=self._lost,
             counters=self.counters,
+            sessions=self._session,
         )
+
+    def _session(self, peer_id: int) -> TunnelSession:
+        session = self.sessions.get(peer_id)
+        if session is None:
+            session = TunnelSession(
+                self.counters, f"{peer_id:#x}", self._max_frames, self._max_bytes
+            )
+            self.sessions[peer_id] = session
+        return session
 
     def _ready(self, protocol: TunnelProtocol) -> None:
         peer = protocol.peer_id
@@ -470,13 +608,6 @@ class TunnelServerFactory(Factory):
             self.log.info("tunnel from {peer_id:#x} replaced by a new connection", peer_id=peer)
             old.close("connections.replaced", "replaced by a newer connection from the same peer")
         self.connections[peer] = protocol
-        buffer = self._buffers.get(peer)
-        if buffer is None:
-            self._buffers[peer] = FrameBuffer(
-                self.counters, f"{peer:#x}", self._max_frames, self._max_bytes
-            )
-        else:
-            buffer.flush_to(protocol)
 
     def _lost(self, protocol: TunnelProtocol) -> None:
         peer = protocol.peer_id
@@ -484,14 +615,10 @@ class TunnelServerFactory(Factory):
             del self.connections[peer]
 
     def send_data(self, peer_id: int, mn_addr: bytes, packet: bytes) -> bool:
-        """Send a Data frame to the HA ``peer_id``; False (counted, logged) when it cannot be
-        sent nor kept: the HA never connected, or its buffer is full."""
-        protocol = self.connections.get(peer_id)
-        if protocol is not None and protocol.ready:
-            protocol.send_data(mn_addr, packet)
-            return True
-        buffer = self._buffers.get(peer_id)
-        if buffer is None:
+        """Send a Data frame to the HA ``peer_id``; False (counted, logged) when it is not
+        accepted: the HA never connected, or its session's bounds are reached."""
+        session = self.sessions.get(peer_id)
+        if session is None:
             self.counters.increment("frames.no_tunnel")
             return False
-        return buffer.add(encode_data_frame(mn_addr, packet))
+        return session.send(mn_addr, packet)

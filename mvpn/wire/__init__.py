@@ -21,6 +21,7 @@ from mvpn.wire.control import (
 from mvpn.wire.data import (
     DataPacket,
     FrameType,
+    TunnelAck,
     TunnelData,
     TunnelFrame,
     TunnelHello,
@@ -166,6 +167,7 @@ __all__ = [
     "TrailingDataError",
     "TransferredSession",
     "TruncatedError",
+    "TunnelAck",
     "TunnelData",
     "TunnelFrame",
     "TunnelHello",

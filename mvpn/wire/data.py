@@ -20,7 +20,8 @@ checks the hop tag and re-authenticates with a new Hop without decoding or re-en
 - :func:`data_header` and :func:`aead_nonce` — what the originator needs before it encrypts.
 
 Tunnel frames (8.2): ``Frame Length (32) | Frame Type (8) | Body`` on the HA-FA TCP
-connection; :class:`TunnelHello`, :class:`TunnelData`, :class:`TunnelKeepalive`.
+connection; :class:`TunnelHello`, :class:`TunnelData`, :class:`TunnelKeepalive`,
+:class:`TunnelAck`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "MIN_DATA_PACKET",
     "DataPacket",
     "FrameType",
+    "TunnelAck",
     "TunnelData",
     "TunnelFrame",
     "TunnelHello",
@@ -236,11 +238,12 @@ class DataPacket:
 
 # --- HA-FA tunnel frames (docs/protocol.md 8.2) -----------------------------------------
 
-MAX_FRAME_BODY = 1 + 4 + MAX_DATA_PACKET
-"""Frame Type, MN ADDR and the largest type-55 packet: the largest Frame Length."""
+MAX_FRAME_BODY = 1 + 8 + 4 + MAX_DATA_PACKET
+"""Frame Type, Sequence, MN ADDR and the largest type-55 packet: the largest Frame Length."""
 
 _FRAME_PREFIX = struct.Struct("!IB")
-_HELLO = struct.Struct("!QBQ")
+_HELLO = struct.Struct("!QBQQQQ")
+_DATA_FIELDS = struct.Struct("!Q4s")
 
 
 class FrameType(enum.IntEnum):
@@ -249,6 +252,7 @@ class FrameType(enum.IntEnum):
     HELLO = 1
     DATA = 2
     KEEPALIVE = 3
+    ACK = 4
 
 
 class TunnelRole(enum.IntEnum):
@@ -266,8 +270,12 @@ def _frame(type_: int, body: bytes) -> bytes:
 class TunnelHello:
     """The first frame each end sends (docs/protocol.md 8.2).
 
-    ``Node ID (64) | Role (8) | Timestamp (64, NTP) | sig_node("tunnel-hello", ID of peer,
-    bytes 5..22)``.
+    ``Node ID (64) | Role (8) | Timestamp (64, NTP) | Session ID (64) | Peer Session ID (64)
+    | Next Expected (64) | sig_node("tunnel-hello", ID of peer, bytes 5..46)``.
+
+    ``session`` is the sender's random, non-zero series identifier (a restarted process picks
+    a new one); ``next_expected`` is the next Data Sequence the sender expects from the peer's
+    series ``peer_session`` (0 when it knows none of the peer's series).
     """
 
     FRAME_TYPE: ClassVar[int] = FrameType.HELLO
@@ -276,6 +284,9 @@ class TunnelHello:
     node_id: int
     role: TunnelRole | int
     timestamp: int
+    session: int
+    peer_session: int
+    next_expected: int
     signature: bytes
     raw: bytes | None = raw_field()
     """When decoded: the frame body (from Frame Type on), as received."""
@@ -284,17 +295,34 @@ class TunnelHello:
         check_uint("tunnel Hello", "Node ID", self.node_id, 64)
         check_code("tunnel Hello", "Role", self.role, 8)
         check_uint("tunnel Hello", "Timestamp", self.timestamp, 64)
+        check_uint("tunnel Hello", "Session ID", self.session, 64)
+        check_uint("tunnel Hello", "Peer Session ID", self.peer_session, 64)
+        check_uint("tunnel Hello", "Next Expected", self.next_expected, 64)
         check_size("tunnel Hello", "signature", self.signature, (SIGNATURE_SIZE,))
 
     @staticmethod
-    def signed_part_for(node_id: int, role: TunnelRole | int, timestamp: int) -> bytes:
-        """Bytes 5..22 of the frame (Node ID, Role, Timestamp), before the signature exists;
-        the peer's ID is the signature's other part."""
-        return _HELLO.pack(node_id, int(role), timestamp)
+    def signed_part_for(
+        node_id: int,
+        role: TunnelRole | int,
+        timestamp: int,
+        session: int,
+        peer_session: int,
+        next_expected: int,
+    ) -> bytes:
+        """Bytes 5..46 of the frame (every field but the signature), before the signature
+        exists; the peer's ID is the signature's other part."""
+        return _HELLO.pack(node_id, int(role), timestamp, session, peer_session, next_expected)
 
     def signed_part(self) -> bytes:
-        """Bytes 5..22 of the frame: Node ID, Role, Timestamp."""
-        return self.signed_part_for(self.node_id, self.role, self.timestamp)
+        """Bytes 5..46 of the frame: every field but the signature."""
+        return self.signed_part_for(
+            self.node_id,
+            self.role,
+            self.timestamp,
+            self.session,
+            self.peer_session,
+            self.next_expected,
+        )
 
     def encode_body(self) -> bytes:
         """Frame Type and body: what follows the Frame Length."""
@@ -307,7 +335,8 @@ class TunnelHello:
 
 @dataclass(frozen=True)
 class TunnelData:
-    """A data frame: the MN's home address, then a type-55 packet (docs/protocol.md 8.2).
+    """A data frame: its Sequence (64), the MN's home address, then a type-55 packet
+    (docs/protocol.md 8.2). Sequences number the sender's series from 1, across reconnections.
 
     ``packet`` is kept as bytes: the receiving agent checks and re-authenticates it with the
     module functions above without decoding it.
@@ -315,11 +344,13 @@ class TunnelData:
 
     FRAME_TYPE: ClassVar[int] = FrameType.DATA
 
+    sequence: int
     mn_addr: ipaddress.IPv4Address
     packet: bytes
     raw: bytes | None = raw_field()
 
     def __post_init__(self) -> None:
+        check_uint("tunnel Data", "Sequence", self.sequence, 64)
         check_ipv4("tunnel Data", "MN ADDR", self.mn_addr)
         if not isinstance(self.packet, bytes):
             raise BadValueError("tunnel Data packet", "bytes", type(self.packet).__name__)
@@ -332,11 +363,14 @@ class TunnelData:
 
     def encode_body(self) -> bytes:
         """Frame Type and body: what follows the Frame Length."""
-        return bytes((self.FRAME_TYPE,)) + self.mn_addr.packed + self.packet
+        return bytes((self.FRAME_TYPE,)) + self._fields()
 
     def encode(self) -> bytes:
         """The whole frame."""
-        return _frame(self.FRAME_TYPE, self.mn_addr.packed + self.packet)
+        return _frame(self.FRAME_TYPE, self._fields())
+
+    def _fields(self) -> bytes:
+        return _DATA_FIELDS.pack(self.sequence, self.mn_addr.packed) + self.packet
 
 
 @dataclass(frozen=True)
@@ -356,7 +390,29 @@ class TunnelKeepalive:
         return _frame(self.FRAME_TYPE, b"")
 
 
-TunnelFrame: TypeAlias = TunnelHello | TunnelData | TunnelKeepalive
+@dataclass(frozen=True)
+class TunnelAck:
+    """An acknowledgement: ``Sequence (64)``, the highest Data Sequence received in order
+    from the peer's current series, cumulative (docs/protocol.md 8.2); 0 acknowledges none."""
+
+    FRAME_TYPE: ClassVar[int] = FrameType.ACK
+
+    sequence: int
+    raw: bytes | None = raw_field()
+
+    def __post_init__(self) -> None:
+        check_uint("tunnel Ack", "Sequence", self.sequence, 64)
+
+    def encode_body(self) -> bytes:
+        """Frame Type and body: what follows the Frame Length."""
+        return bytes((self.FRAME_TYPE,)) + U64.pack(self.sequence)
+
+    def encode(self) -> bytes:
+        """The whole 13-byte frame."""
+        return _frame(self.FRAME_TYPE, U64.pack(self.sequence))
+
+
+TunnelFrame: TypeAlias = TunnelHello | TunnelData | TunnelKeepalive | TunnelAck
 
 
 def decode_frame_body(data: bytes) -> TunnelFrame:
@@ -370,17 +426,32 @@ def decode_frame_body(data: bytes) -> TunnelFrame:
         raise LengthError("tunnel frame", f"at most {MAX_FRAME_BODY} bytes", f"{len(r.data)}")
     frame_type = r.u8("Frame Type")
     if frame_type == FrameType.DATA:
+        sequence = r.u64("Sequence")
         mn_addr = r.ipv4("MN ADDR")
-        return TunnelData(mn_addr, r.rest(), raw=r.data)
+        return TunnelData(sequence, mn_addr, r.rest(), raw=r.data)
     if frame_type == FrameType.HELLO:
-        node_id, role, timestamp = _HELLO.unpack(r.take(_HELLO.size, "Hello fields"))
+        fields = _HELLO.unpack(r.take(_HELLO.size, "Hello fields"))
+        node_id, role, timestamp, session, peer_session, next_expected = fields
         signature = r.take(SIGNATURE_SIZE, "signature")
         r.end()
-        return TunnelHello(node_id, lookup(TunnelRole, role), timestamp, signature, raw=r.data)
+        return TunnelHello(
+            node_id,
+            lookup(TunnelRole, role),
+            timestamp,
+            session,
+            peer_session,
+            next_expected,
+            signature,
+            raw=r.data,
+        )
     if frame_type == FrameType.KEEPALIVE:
         r.end()
         return TunnelKeepalive(raw=r.data)
-    raise UnknownTypeError("tunnel Frame Type", "1, 2 or 3", str(frame_type), 0)
+    if frame_type == FrameType.ACK:
+        sequence = r.u64("Sequence")
+        r.end()
+        return TunnelAck(sequence, raw=r.data)
+    raise UnknownTypeError("tunnel Frame Type", "1, 2, 3 or 4", str(frame_type), 0)
 
 
 def decode_frame(data: bytes) -> TunnelFrame:

@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 
 from mvpn.core.effects import Counters
 from mvpn.crypto.keys import PrivateKeys, PublicKeys
+from mvpn.tunnel.buffer import TunnelSession
 from mvpn.tunnel.protocol import TunnelIdentity, TunnelProtocol
 from mvpn.wire.data import MIN_DATA_PACKET, TunnelRole
 
@@ -55,6 +56,7 @@ def make_end(
     expected_peer: int | None = None,
     peer_keys: Callable[..., object] = lookup,
     counters: Counters | None = None,
+    sessions: Callable[[int], TunnelSession] | None = None,
 ) -> End:
     received: list[tuple[bytes, bytes]] = []
     protocol = TunnelProtocol(
@@ -64,6 +66,7 @@ def make_end(
         lambda addr, pkt: received.append((addr, pkt)),
         expected_peer=expected_peer,
         counters=counters,
+        sessions=sessions,
     )
     transport = StringTransport()
     protocol.makeConnection(transport)

@@ -14,9 +14,9 @@ from twisted.python.failure import Failure
 
 from mvpn.core.effects import Counters
 from mvpn.crypto.keys import PrivateKeys
-from mvpn.tunnel.buffer import FrameBuffer
+from mvpn.tunnel.buffer import TunnelSession, new_session_id
 from mvpn.tunnel.client import TunnelClient, default_retry_policy
-from mvpn.tunnel.protocol import TunnelIdentity, TunnelServerFactory
+from mvpn.tunnel.protocol import TunnelIdentity, TunnelServerFactory, encode_data_frame
 from tests.tunnel.peers import (
     FA,
     FA_ID,
@@ -40,27 +40,45 @@ class Sink:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
-    def send_frames(self, frames: list[bytes]) -> None:
+    def write_frames(self, frames: list[bytes]) -> None:
         self.frames.extend(frames)
 
+    def write_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
 
-def test_buffer_bounds_and_order() -> None:
-    """The buffer keeps frames in order up to its frame and byte limits; overflow is refused,
-    counted and logged once per outage (with the total at the flush), never silent."""
+
+def test_session_bounds_and_order() -> None:
+    """The session numbers frames from 1 and keeps them in order up to its frame and byte
+    limits; overflow is refused, counted and logged once per streak (with the total when
+    frames are accepted again), never silent; kept frames go to the next sink in order."""
     counters = Counters()
-    buffer = FrameBuffer(counters, "fa", max_frames=3, max_bytes=1000)
+    session = TunnelSession(counters, "fa", max_frames=3, max_bytes=1000, session_id=7)
     with capturedLogs() as events:
-        assert all(buffer.add(b"%d" % i) for i in range(3))
-        assert not buffer.add(b"3") and not buffer.add(b"4")
+        assert all(session.send(MN_ADDR, packet(i, 36)) for i in range(3))
+        assert not session.send(MN_ADDR, packet(3, 36))
+        assert not session.send(MN_ADDR, packet(4, 36))
     assert counters.get("buffer.overflow") == 2
-    assert sum("buffer full" in e["log_format"] for e in events) == 1
+    assert sum("refusing" in e["log_format"] for e in events) == 1
     sink = Sink()
+    session.attach(sink)
+    assert sink.frames == [encode_data_frame(i + 1, MN_ADDR, packet(i, 36)) for i in range(3)]
+    assert session.unacknowledged == 3 and session.next_sequence == 4
+    assert session.acknowledge(2) and len(session) == 1
     with capturedLogs() as events:
-        assert buffer.flush_to(sink) == 3
-    assert sink.frames == [b"0", b"1", b"2"] and len(buffer) == 0 and buffer.bytes == 0
+        assert session.send(MN_ADDR, packet(5, 36))
+    assert sink.frames[-1] == encode_data_frame(4, MN_ADDR, packet(5, 36))
     assert any(e.get("refused") == 2 for e in events)
-    by_bytes = FrameBuffer(counters, "fa", max_frames=100, max_bytes=10)
-    assert by_bytes.add(b"x" * 6) and not by_bytes.add(b"y" * 5) and by_bytes.add(b"z" * 4)
+    assert not session.acknowledge(5)  # never written
+    by_bytes = TunnelSession(counters, "fa", max_frames=100, max_bytes=120)
+    assert by_bytes.send(MN_ADDR, packet(0, 50)) and not by_bytes.send(MN_ADDR, packet(1, 50))
+    assert by_bytes.bytes == 17 + 50
+
+
+def test_session_ids_are_random_and_non_zero() -> None:
+    """Each session draws a fresh 64-bit Session ID (0 is reserved for "none")."""
+    zero_then_one = iter([bytes(8), (1).to_bytes(8, "big")])
+    assert new_session_id(lambda n: next(zero_then_one)) == 1
+    assert TunnelSession(Counters(), "a").session_id != TunnelSession(Counters(), "b").session_id
 
 
 def test_retry_policy() -> None:
@@ -111,9 +129,10 @@ def test_client_buffers_while_down_and_flushes_in_order() -> None:
     assert len(reactor.tcpClients) == 1
     for i in range(5):
         assert client.send_data(MN_ADDR, packet(i))
-    assert not client.ready and len(client.buffer) == 5
+    assert not client.ready and len(client.session) == 5
     ha, fa = _accept(reactor, server)
-    assert client.ready and len(client.buffer) == 0
+    # Written, and kept until the FA acknowledges them.
+    assert client.ready and client.session.unacknowledged == 5
     client.send_data(MN_ADDR, packet(5))
     pump(ha, fa)
     assert fa_received == [packet(i) for i in range(6)]
@@ -164,7 +183,7 @@ def test_refused_hello_is_a_failed_attempt() -> None:
     client.startService()
     client.send_data(MN_ADDR, packet(0))
     ha, _fa = _accept(reactor, impostor)
-    assert not client.ready and len(client.buffer) == 1
+    assert not client.ready and len(client.session) == 1
     assert ha.transport.disconnecting
     assert client.counters.get("hello.refused") == 1
     ha.protocol.connectionLost(DONE)

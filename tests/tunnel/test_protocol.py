@@ -14,7 +14,9 @@ from twisted.logger import LogLevel, capturedLogs
 from mvpn.core.effects import Counters
 from mvpn.crypto.keys import PrivateKeys, PublicKeys
 from mvpn.crypto.suite import sign
+from mvpn.tunnel.buffer import TunnelSession
 from mvpn.tunnel.protocol import (
+    ACK_DELAY,
     HELLO_TIMEOUT,
     KEEPALIVE_INTERVAL,
     TunnelIdentity,
@@ -22,6 +24,7 @@ from mvpn.tunnel.protocol import (
 )
 from mvpn.wire.data import (
     MAX_FRAME_BODY,
+    TunnelAck,
     TunnelData,
     TunnelHello,
     TunnelKeepalive,
@@ -64,11 +67,12 @@ def test_hello_exchange() -> None:
 
 
 def test_data_both_ways_in_order() -> None:
-    """Data frames reach on_data in order with the MN ADDR as 4 bytes, both directions."""
+    """Data frames reach on_data in order with the MN ADDR as 4 bytes, both directions, each
+    series numbered from 1."""
     _, ha, fa = connected()
     for i in range(50):
         ha.protocol.send_data(MN_ADDR, packet(i))
-    fa.protocol.send_frames([encode_data_frame(MN_ADDR, packet(1000))])
+    assert fa.protocol.send_data(MN_ADDR, packet(1000))
     pump(ha, fa)
     assert fa.received == [(MN_ADDR, packet(i)) for i in range(50)]
     assert ha.received == [(MN_ADDR, packet(1000))]
@@ -78,8 +82,8 @@ def test_data_both_ways_in_order() -> None:
 def test_encode_data_frame_matches_the_codec() -> None:
     """encode_data_frame gives the same bytes as TunnelData.encode (protocol.md 8.2)."""
     assert (
-        encode_data_frame(MN_ADDR, packet(7))
-        == TunnelData(IPv4Address(MN_ADDR), packet(7)).encode()
+        encode_data_frame(9, MN_ADDR, packet(7))
+        == TunnelData(9, IPv4Address(MN_ADDR), packet(7)).encode()
     )
 
 
@@ -121,9 +125,10 @@ def _hello_frame(
     identity: TunnelIdentity, for_peer: int, when: float, keys: PrivateKeys | None = None
 ) -> bytes:
     timestamp = Identification.from_unix_time(when).value
-    signed = TunnelHello.signed_part_for(identity.node_id, identity.role, timestamp)
+    fields = (identity.node_id, identity.role, timestamp, 0x5E55, 0, 0)
+    signed = TunnelHello.signed_part_for(*fields)
     signature = sign(keys or identity.keys, "tunnel-hello", for_peer.to_bytes(8, "big"), signed)
-    return TunnelHello(identity.node_id, identity.role, timestamp, signature).encode()
+    return TunnelHello(*fields, signature).encode()
 
 
 @pytest.mark.parametrize(
@@ -154,7 +159,7 @@ def test_hello_refusals(case: str) -> None:
     else:
         end = fa
     with capturedLogs() as events:
-        end.protocol.dataReceived(frame + encode_data_frame(MN_ADDR, packet(1)))
+        end.protocol.dataReceived(frame + encode_data_frame(1, MN_ADDR, packet(1)))
     assert end.transport.disconnecting
     assert end.protocol.counters.get("hello.refused") == 1
     assert not end.protocol.ready and end.received == []
@@ -197,7 +202,7 @@ def test_second_hello_and_data_before_hello_close() -> None:
     """A Data frame as the first frame, or a Hello once ready, closes the connection."""
     c = clock()
     fa = make_end(FA, c)
-    fa.protocol.dataReceived(encode_data_frame(MN_ADDR, packet(1)))
+    fa.protocol.dataReceived(encode_data_frame(1, MN_ADDR, packet(1)))
     assert fa.transport.disconnecting and fa.received == []
     _, _ha, fa2 = connected()
     fa2.protocol.dataReceived(_hello_frame(HA, FA_ID, START))
@@ -211,7 +216,7 @@ def test_async_key_lookup_keeps_early_frames_in_order() -> None:
     c = clock()
     pending: Deferred[PublicKeys] = Deferred()
     fa = make_end(FA, c, peer_keys=lambda node_id, role: pending)
-    frames = b"".join(encode_data_frame(MN_ADDR, packet(i)) for i in range(3))
+    frames = b"".join(encode_data_frame(i + 1, MN_ADDR, packet(i)) for i in range(3))
     fa.protocol.dataReceived(_hello_frame(HA, FA_ID, START) + frames)
     assert fa.transport.producerState == "paused"
     assert fa.received == [] and not fa.protocol.ready
@@ -261,3 +266,163 @@ def test_hello_timeout_during_a_slow_lookup() -> None:
     slow.callback(HA.keys.public)
     assert not fa.protocol.ready
     assert fa.protocol.counters.snapshot() == {"hello.timeout": 1}
+
+
+# --- sequence numbers and acknowledgements (protocol.md 8.2) ------------------------------
+
+
+def _frames(data: bytes) -> list[object]:
+    """Every whole frame in ``data``, decoded."""
+    out: list[object] = []
+    while data:
+        (length,) = struct.unpack_from("!I", data)
+        out.append(decode_frame(data[: 4 + length]))
+        data = data[4 + length :]
+    return out
+
+
+def test_ack_every_32_frames_or_after_50_ms_and_with_keepalives() -> None:
+    """The receiver acknowledges cumulatively after 32 delivered frames at once, otherwise
+    50 ms after the first unacknowledged one, and with every Keepalive; never one Ack per
+    frame. Acks release the sender's kept frames."""
+    c, ha, fa = connected()
+    for i in range(40):
+        ha.protocol.send_data(MN_ADDR, packet(i))
+    fa.protocol.dataReceived(ha.transport.value())
+    ha.transport.clear()
+    assert _frames(fa.transport.value()) == [TunnelAck(32)]
+    fa.transport.clear()
+    c.advance(ACK_DELAY - 0.01)
+    assert fa.transport.value() == b""
+    c.advance(0.01)
+    assert _frames(fa.transport.value()) == [TunnelAck(40)]
+    session = ha.protocol.session
+    assert session is not None and len(session) == 40
+    pump(ha, fa)
+    assert len(session) == 0 and session.bytes == 0
+    c.advance(KEEPALIVE_INTERVAL)
+    assert _frames(fa.transport.value()) == [TunnelKeepalive(), TunnelAck(40)]
+    assert fa.protocol.frames_in == 40
+
+
+def test_duplicates_dropped_and_gaps_close() -> None:
+    """A Data frame with a Sequence already delivered is dropped and counted; one beyond the
+    next expected (frames missing) closes the connection, counted and logged."""
+    _, ha, fa = connected()
+    ha.protocol.send_data(MN_ADDR, packet(0))
+    ha.protocol.send_data(MN_ADDR, packet(1))
+    pump(ha, fa)
+    fa.protocol.dataReceived(encode_data_frame(1, MN_ADDR, packet(0)))
+    assert fa.received == [(MN_ADDR, packet(0)), (MN_ADDR, packet(1))]
+    assert fa.protocol.counters.get("frames.duplicate") == 1
+    with capturedLogs() as events:
+        fa.protocol.dataReceived(encode_data_frame(5, MN_ADDR, packet(4)))
+    assert fa.transport.disconnecting and len(fa.received) == 2
+    assert fa.protocol.counters.get("frames.gap") == 1
+    assert any(e.get("expected") == 3 for e in events)
+
+
+def test_ack_of_a_frame_never_sent_closes() -> None:
+    """An Ack beyond the last Sequence written is a broken peer: the connection closes."""
+    _, ha, _fa = connected()
+    ha.protocol.send_data(MN_ADDR, packet(0))
+    ha.protocol.dataReceived(TunnelAck(2).encode())
+    assert ha.transport.disconnecting
+    assert ha.protocol.counters.get("frames.malformed") == 1
+
+
+def _pair(c: Clock, ha_session: TunnelSession, fa_session: TunnelSession) -> tuple[End, End]:
+    """A new connection between the HA and the FA using the pair state given."""
+    ha = make_end(HA, c, expected_peer=FA_ID, sessions=lambda _p: ha_session)
+    fa = make_end(FA, c, sessions=lambda _p: fa_session)
+    pump(ha, fa)
+    assert ha.protocol.ready and fa.protocol.ready
+    return ha, fa
+
+
+def test_reconnection_resends_what_the_peer_lacks_once_in_order() -> None:
+    """Frames written to a connection that dies (some delivered but not yet acknowledged,
+    some lost in flight) and frames accepted while down: after the reconnection the peer's
+    Hello says what it has, the rest is written again first, and every frame is delivered
+    exactly once and in order, both directions."""
+    c = clock()
+    ha_session = TunnelSession(Counters(), "fa")
+    fa_session = TunnelSession(Counters(), "ha")
+    ha, fa = _pair(c, ha_session, fa_session)
+    fa_got: list[bytes] = []
+    ha_got: list[bytes] = []
+    for i in range(10):
+        ha_session.send(MN_ADDR, packet(i))
+        fa_session.send(MN_ADDR, packet(100 + i))
+    # The first 6 each way arrive (unacknowledged: under 32 frames, no time passed), the
+    # other 4 die with the connection.
+    fa.protocol.dataReceived(b"".join(_raw_frames(ha.transport.value())[:6]))
+    ha.protocol.dataReceived(b"".join(_raw_frames(fa.transport.value())[:6]))
+    fa_got += [p for _, p in fa.received]
+    ha_got += [p for _, p in ha.received]
+    ha.protocol.connectionLost(None)
+    fa.protocol.connectionLost(None)
+    assert len(ha_session) == 10 and ha_session.unacknowledged == 10
+    for i in range(10, 15):
+        assert ha_session.send(MN_ADDR, packet(i))
+    ha, fa = _pair(c, ha_session, fa_session)
+    pump(ha, fa)
+    fa_got += [p for _, p in fa.received]
+    ha_got += [p for _, p in ha.received]
+    assert fa_got == [packet(i) for i in range(15)]
+    assert ha_got == [packet(100 + i) for i in range(10)]
+    assert fa.protocol.counters.get("frames.duplicate") == 0
+    assert ha_session.counters.get("buffer.flushed") == 9  # 7..15, not 1..6
+
+
+def _raw_frames(data: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    while data:
+        (length,) = struct.unpack_from("!I", data)
+        out.append(data[: 4 + length])
+        data = data[4 + length :]
+    return out
+
+
+def test_restarted_peer_gets_no_old_unacknowledged_frames() -> None:
+    """When the FA comes back with a new Session ID (a restarted process), the HA drops the
+    frames it wrote to the old process without an acknowledgement (counted, logged: they may
+    have been delivered there) and sends only the frames never written; the new FA accepts
+    the HA's series from that frame on."""
+    c = clock()
+    ha_session = TunnelSession(Counters(), "fa")
+    ha, fa = _pair(c, ha_session, TunnelSession(Counters(), "ha"))
+    for i in range(4):
+        ha_session.send(MN_ADDR, packet(i))
+    pump(ha, fa)
+    assert len(fa.received) == 4 and len(ha_session) == 4
+    ha.protocol.connectionLost(None)
+    fa.protocol.connectionLost(None)
+    for i in range(4, 7):
+        ha_session.send(MN_ADDR, packet(i))
+    with capturedLogs() as events:
+        ha, fa = _pair(c, ha_session, TunnelSession(Counters(), "ha"))
+    pump(ha, fa)
+    assert fa.received == [(MN_ADDR, packet(i)) for i in range(4, 7)]
+    assert ha_session.counters.get("frames.peer_restarted") == 4
+    assert any(e.get("dropped") == 4 for e in events)
+
+
+def test_bounds_count_unacknowledged_and_waiting_frames() -> None:
+    """The session's bound counts frames written but unacknowledged as well as frames
+    waiting for a connection: beyond it frames are refused, counted and logged once per
+    streak, with the total when frames are accepted again."""
+    c = clock()
+    counters = Counters()
+    ha_session = TunnelSession(counters, "fa", max_frames=3)
+    ha, fa = _pair(c, ha_session, TunnelSession(Counters(), "ha"))
+    with capturedLogs() as events:
+        results = [ha_session.send(MN_ADDR, packet(i)) for i in range(5)]
+        assert results == [True] * 3 + [False] * 2
+        pump(ha, fa)
+        c.advance(ACK_DELAY)
+        pump(ha, fa)
+        assert ha_session.send(MN_ADDR, packet(5))
+    assert counters.get("buffer.overflow") == 2
+    assert sum("refusing" in e["log_format"] for e in events) == 1
+    assert any(e.get("refused") == 2 for e in events)

@@ -43,25 +43,44 @@ PACKET_VALUE = data.DataPacket(
 
 HELLO_FRAME = (
     bytes.fromhex(
-        "00000052"  # Frame Length 82: bytes that follow
+        "0000006a"  # Frame Length 106: bytes that follow
         "01"  # Frame Type 1: Hello
         "000000000000000a"  # Node ID 10
         "01"  # Role 1: home agent
         "e4f5a6b780000000"  # Timestamp (NTP)
+        "1122334455667788"  # Session ID: the sender's series
+        "99aabbccddeeff00"  # Peer Session ID: the peer's series it has received
+        "0000000000000401"  # Next Expected 1025 from that series
     )
-    + SIG  # sig_node("tunnel-hello", ID of peer, bytes 5..22)
+    + SIG  # sig_node("tunnel-hello", ID of peer, bytes 5..46)
 )
-HELLO_VALUE = data.TunnelHello(10, data.TunnelRole.HOME_AGENT, 0xE4F5A6B780000000, SIG)
+HELLO_VALUE = data.TunnelHello(
+    10,
+    data.TunnelRole.HOME_AGENT,
+    0xE4F5A6B780000000,
+    0x1122334455667788,
+    0x99AABBCCDDEEFF00,
+    1025,
+    SIG,
+)
 
 DATA_FRAME = (
     bytes.fromhex(
-        "0000002d"  # Frame Length 45
+        "00000035"  # Frame Length 53
         "02"  # Frame Type 2: Data
+        "0000000000000007"  # Sequence 7 of the sender's series
         "0a000005"  # MN ADDR 10.0.0.5
     )
     + PACKET_VECTOR  # the type-55 packet, untouched
 )
-DATA_VALUE = data.TunnelData(A("10.0.0.5"), PACKET_VECTOR)
+DATA_VALUE = data.TunnelData(7, A("10.0.0.5"), PACKET_VECTOR)
+
+ACK_FRAME = bytes.fromhex(
+    "00000009"  # Frame Length 9
+    "04"  # Frame Type 4: Ack
+    "0000000000000020"  # Sequence 32: every frame up to 32 received in order
+)
+ACK_VALUE = data.TunnelAck(32)
 
 KEEPALIVE_FRAME = bytes.fromhex(
     "00000001"  # Frame Length 1
@@ -159,10 +178,11 @@ FRAMES = [
     (HELLO_FRAME, HELLO_VALUE),
     (DATA_FRAME, DATA_VALUE),
     (KEEPALIVE_FRAME, data.TunnelKeepalive()),
+    (ACK_FRAME, ACK_VALUE),
 ]
 
 
-@pytest.mark.parametrize(("frame", "value"), FRAMES, ids=["hello", "data", "keepalive"])
+@pytest.mark.parametrize(("frame", "value"), FRAMES, ids=["hello", "data", "keepalive", "ack"])
 def test_frame_vectors(frame: bytes, value: data.TunnelFrame) -> None:
     """Each frame decodes (whole, or its body after the Frame Length) and encodes back."""
     assert data.decode_frame(frame) == value
@@ -172,19 +192,25 @@ def test_frame_vectors(frame: bytes, value: data.TunnelFrame) -> None:
 
 
 def test_hello_signed_part() -> None:
-    """The Hello signature covers frame bytes 5..22: Node ID, Role, Timestamp."""
-    assert HELLO_VALUE.signed_part() == HELLO_FRAME[5:22]
+    """The Hello signature covers frame bytes 5..46: Node ID, Role, Timestamp, Session ID,
+    Peer Session ID, Next Expected (all but the signature)."""
+    assert HELLO_VALUE.signed_part() == HELLO_FRAME[5:46]
     decoded = data.decode_frame(HELLO_FRAME)
     assert isinstance(decoded, data.TunnelHello)
-    assert decoded.signed_part() == HELLO_FRAME[5:22]
+    assert decoded.signed_part() == HELLO_FRAME[5:46]
     assert decoded.role is data.TunnelRole.HOME_AGENT
-    assert data.TunnelHello.signed_part_for(10, 1, 0xE4F5A6B780000000) == HELLO_FRAME[5:22]
+    assert (
+        data.TunnelHello.signed_part_for(
+            10, 1, 0xE4F5A6B780000000, 0x1122334455667788, 0x99AABBCCDDEEFF00, 1025
+        )
+        == HELLO_FRAME[5:46]
+    )
 
 
 def test_frame_refusals() -> None:
     """Unknown frame types, bodies on keepalives, bad Frame Lengths, short data packets."""
     with pytest.raises(UnknownTypeError):
-        data.decode_frame(bytes.fromhex("0000000104"))
+        data.decode_frame(bytes.fromhex("0000000105"))
     with pytest.raises(TrailingDataError):
         data.decode_frame(bytes.fromhex("000000020300"))
     with pytest.raises(TrailingDataError):
@@ -193,10 +219,14 @@ def test_frame_refusals() -> None:
         data.decode_frame_body(HELLO_FRAME[4:-1])
     with pytest.raises(LengthError):
         data.decode_frame(KEEPALIVE_FRAME + b"\x00")
+    with pytest.raises(TruncatedError):
+        data.decode_frame_body(ACK_FRAME[4:-1])
+    with pytest.raises(TrailingDataError):
+        data.decode_frame_body(ACK_FRAME[4:] + b"\x00")
     with pytest.raises(LengthError):
-        data.decode_frame_body(b"\x02" + bytes(4) + bytes(35))
+        data.decode_frame_body(b"\x02" + bytes(8 + 4) + bytes(35))
     with pytest.raises(LengthError):
-        data.decode_frame_body(b"\x02" + bytes(4 + data.MAX_FRAME_BODY))
+        data.decode_frame_body(b"\x02" + bytes(8 + 4 + data.MAX_FRAME_BODY))
     with pytest.raises(TruncatedError):
         data.decode_frame(b"")
 
@@ -220,10 +250,14 @@ frames = st.one_of(
         s.uint(64),
         st.one_of(st.sampled_from(data.TunnelRole), s.uint(8)),
         s.uint(64),
+        s.uint(64),
+        s.uint(64),
+        s.uint(64),
         s.sig,
     ),
-    st.builds(data.TunnelData, s.ipv4, packets.map(lambda p: p.encode())),
+    st.builds(data.TunnelData, s.uint(64), s.ipv4, packets.map(lambda p: p.encode())),
     st.just(data.TunnelKeepalive()),
+    st.builds(data.TunnelAck, s.uint(64)),
 )
 
 globals().update(
