@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from mvpn.crypto.errors import UnsupportedAlgorithmError
 from mvpn.wire.codes import BROKEN_AUTH, BROKEN_ENCR, AuthSecPar, EncrSecPar, lookup
+from mvpn.wire.plain import sec_par_auth, sec_par_encr, sec_par_flags
 
 __all__ = [
     "AUTH_PREFERENCE",
@@ -27,8 +28,6 @@ __all__ = [
     "negotiate",
 ]
 
-_BITS_PER_FAMILY = 8
-
 AUTH_PREFERENCE: tuple[AuthSecPar, ...] = (AuthSecPar.HMAC_SHA256_128,)
 """The Auth Sec Par code points mvpn implements, best first."""
 
@@ -37,22 +36,14 @@ ENCR_PREFERENCE: tuple[EncrSecPar, ...] = (EncrSecPar.AES_256_GCM, EncrSecPar.CH
 platform mvpn targets has AES instructions; ChaCha20-Poly1305 is there for those without."""
 
 
-def _flag_bit(family: str, value: int) -> int:
-    if not 1 <= value <= _BITS_PER_FAMILY:
-        raise ValueError(f"{family} Sec Par {value} has no Sec Par bit (1 to 8)")
-    return value - 1
-
-
 def encode_flags(
     auth: Iterable[AuthSecPar | int] = (), encr: Iterable[EncrSecPar | int] = ()
 ) -> int:
-    """The 16-bit Sec Par naming the given code points; :class:`ValueError` outside 1 to 8."""
-    flags = 0
-    for a in auth:
-        flags |= 1 << _flag_bit("Auth", int(a))
-    for e in encr:
-        flags |= 1 << (_BITS_PER_FAMILY + _flag_bit("Encr", int(e)))
-    return flags
+    """The 16-bit Sec Par naming the given code points; :class:`ValueError` outside 1 to 8.
+
+    The bit layout is the wire's (:func:`mvpn.wire.plain.sec_par_flags`, docs/protocol.md 7.1).
+    """
+    return sec_par_flags(auth, encr)
 
 
 def decode_flags(
@@ -65,13 +56,7 @@ def decode_flags(
     """
     if not 0 <= flags <= 0xFFFF:
         raise ValueError(f"Sec Par is 16 bits, got {flags:#x}")
-    auth = frozenset(lookup(AuthSecPar, n + 1) for n in range(_BITS_PER_FAMILY) if flags >> n & 1)
-    encr = frozenset(
-        lookup(EncrSecPar, n + 1)
-        for n in range(_BITS_PER_FAMILY)
-        if flags >> (_BITS_PER_FAMILY + n) & 1
-    )
-    return auth, encr
+    return sec_par_auth(flags), sec_par_encr(flags)
 
 
 LOCAL_FLAGS = encode_flags(AUTH_PREFERENCE, ENCR_PREFERENCE)
