@@ -18,6 +18,7 @@ extension's ``offset`` in it, which is what :func:`protected_bytes` reads.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import enum
 import ipaddress
@@ -125,8 +126,45 @@ def _extensions_repr(extensions: tuple[Extension, ...]) -> str:
     return "[" + ", ".join(repr(e) for e in extensions) + "]"
 
 
+class _RegistrationMessage(abc.ABC):
+    """What the Request and the Reply share: the fixed part, then the extensions."""
+
+    TYPE: ClassVar[int]
+    FIXED_SIZE: ClassVar[int]
+    NAME: ClassVar[str]
+    extensions: tuple[Extension, ...]
+
+    @classmethod
+    def fixed_size(cls) -> int:
+        """The bytes before the first extension (24 for a request, 20 for a reply)."""
+        return cls.FIXED_SIZE
+
+    @abc.abstractmethod
+    def encode_fixed(self) -> bytes:
+        """The bytes before the extensions."""
+
+    def encode(self) -> bytes:
+        """The whole message: the fixed part, then every extension in order.
+
+        :raises LengthError: the message would not fit in one UDP datagram.
+        """
+        data = self.encode_fixed() + encode_extensions(self.extensions)
+        _check_size(self.NAME, len(data))
+        return data
+
+    @classmethod
+    def _reader(cls, data: bytes) -> Reader:
+        """A reader past the Type byte, once size and Type are checked."""
+        _check_size(cls.NAME, len(data))
+        r = Reader(data, cls.NAME)
+        type_ = r.u8("Type")
+        if type_ != cls.TYPE:
+            raise UnknownTypeError(f"{cls.NAME} Type", str(cls.TYPE), str(type_), 0)
+        return r
+
+
 @dataclass(frozen=True, repr=False)
-class RegistrationRequest:
+class RegistrationRequest(_RegistrationMessage):
     """Registration Request, Type 1 (RFC 5944 section 3.3)."""
 
     TYPE: ClassVar[int] = REGISTRATION_REQUEST_TYPE
@@ -154,11 +192,6 @@ class RegistrationRequest:
         if not isinstance(self.extensions, tuple):
             raise BadValueError(f"{what} extensions", "a tuple", type(self.extensions).__name__)
 
-    @classmethod
-    def fixed_size(cls) -> int:
-        """24: the bytes before the first extension."""
-        return cls.FIXED_SIZE
-
     def encode_fixed(self) -> bytes:
         """The 24 bytes before the extensions."""
         return _REQUEST.pack(
@@ -171,26 +204,13 @@ class RegistrationRequest:
             self.identification,
         )
 
-    def encode(self) -> bytes:
-        """The whole message: the fixed part, then every extension in order.
-
-        :raises LengthError: the message would not fit in one UDP datagram.
-        """
-        data = self.encode_fixed() + encode_extensions(self.extensions)
-        _check_size(self.NAME, len(data))
-        return data
-
     @classmethod
     def decode(
         cls, data: bytes, registry: ExtensionRegistry = REGISTRATION_EXTENSIONS
     ) -> RegistrationRequest:
         """Parse a whole Registration Request; ``raw`` keeps ``data``."""
         data = bytes(data)
-        _check_size(cls.NAME, len(data))
-        r = Reader(data, cls.NAME)
-        type_ = r.u8("Type")
-        if type_ != cls.TYPE:
-            raise UnknownTypeError(f"{cls.NAME} Type", str(cls.TYPE), str(type_), 0)
+        r = cls._reader(data)
         flags = RequestFlags(r.u8("flags"))
         lifetime = r.u16("Lifetime")
         home_address = r.ipv4("Home Address")
@@ -213,7 +233,7 @@ class RegistrationRequest:
 
 
 @dataclass(frozen=True, repr=False)
-class RegistrationReply:
+class RegistrationReply(_RegistrationMessage):
     """Registration Reply, Type 3 (RFC 5944 section 3.4).
 
     ``code`` is a :class:`~mvpn.wire.codes.ReplyCode` when known and the plain integer
@@ -248,11 +268,6 @@ class RegistrationReply:
         """Codes 0 and 1 accept the registration; any other code, known or not, denies it."""
         return int(self.code) in (ReplyCode.ACCEPTED, ReplyCode.ACCEPTED_NO_SIMULTANEOUS_BINDINGS)
 
-    @classmethod
-    def fixed_size(cls) -> int:
-        """20: the bytes before the first extension."""
-        return cls.FIXED_SIZE
-
     def encode_fixed(self) -> bytes:
         """The 20 bytes before the extensions."""
         return _REPLY.pack(
@@ -264,26 +279,13 @@ class RegistrationReply:
             self.identification,
         )
 
-    def encode(self) -> bytes:
-        """The whole message: the fixed part, then every extension in order.
-
-        :raises LengthError: the message would not fit in one UDP datagram.
-        """
-        data = self.encode_fixed() + encode_extensions(self.extensions)
-        _check_size(self.NAME, len(data))
-        return data
-
     @classmethod
     def decode(
         cls, data: bytes, registry: ExtensionRegistry = REGISTRATION_EXTENSIONS
     ) -> RegistrationReply:
         """Parse a whole Registration Reply; ``raw`` keeps ``data``."""
         data = bytes(data)
-        _check_size(cls.NAME, len(data))
-        r = Reader(data, cls.NAME)
-        type_ = r.u8("Type")
-        if type_ != cls.TYPE:
-            raise UnknownTypeError(f"{cls.NAME} Type", str(cls.TYPE), str(type_), 0)
+        r = cls._reader(data)
         code = lookup(ReplyCode, r.u8("Code"))
         lifetime = r.u16("Lifetime")
         home_address = r.ipv4("Home Address")
