@@ -606,16 +606,38 @@ for _state in (discovering, moving, failed, registered):
 # -- registering -----------------------------------------------------------------------------
 
 
-@registering.upon(MobileNodeInputs.timer_fired).loop()
-def _first_contact_timeout(
-    inputs: MobileNodeInputs, core: MobileNodeCore, attempt: FirstContactAttempt, now: float
+def _retransmit_or_give_up(
+    inputs: MobileNodeInputs,
+    core: MobileNodeCore,
+    attempt: FirstContactAttempt | ReRegistrationAttempt,
+    now: float,
+    send: Callable[[MobileNodeCore, Any, float], None],
 ) -> None:
+    """A retransmission timer fired (RFC 5944 3.6.3): send again, or give up after the
+    last attempt."""
     core.counters.increment("retransmission_timeouts")
     if attempt.attempts >= MAX_ATTEMPTS:
         inputs.gave_up(now)
         return
     core.counters.increment("retransmissions")
-    _send_first_contact(core, attempt, now)
+    send(core, attempt, now)
+
+
+def _conclude(inputs: MobileNodeInputs, outcome: RegistrationOutcome | None, now: float) -> None:
+    """Feed an opened reply back as ``accepted`` or ``denied`` (nothing if it was dropped)."""
+    if outcome is None:
+        return
+    if outcome.accepted:
+        inputs.accepted(outcome, now)
+    else:
+        inputs.denied(int(outcome.code), now)
+
+
+@registering.upon(MobileNodeInputs.timer_fired).loop()
+def _first_contact_timeout(
+    inputs: MobileNodeInputs, core: MobileNodeCore, attempt: FirstContactAttempt, now: float
+) -> None:
+    _retransmit_or_give_up(inputs, core, attempt, now, _send_first_contact)
 
 
 @registering.upon(MobileNodeInputs.reply_received).loop()
@@ -627,13 +649,7 @@ def _first_contact_reply(
     now: float,
 ) -> None:
     secrets = attempt.secrets if core.config.mode == "mvpn" else None
-    outcome = _open_reply(core, data, now, attempt, secrets, None)
-    if outcome is None:
-        return
-    if outcome.accepted:
-        inputs.accepted(outcome, now)
-    else:
-        inputs.denied(int(outcome.code), now)
+    _conclude(inputs, _open_reply(core, data, now, attempt, secrets, None), now)
 
 
 @registering.upon(MobileNodeInputs.accepted).to(registered)
@@ -846,12 +862,7 @@ registered.upon(MobileNodeInputs.advertisement).loop()(_restart_check)
 def _reregistration_timeout(
     inputs: MobileNodeInputs, core: MobileNodeCore, attempt: ReRegistrationAttempt, now: float
 ) -> None:
-    core.counters.increment("retransmission_timeouts")
-    if attempt.attempts >= MAX_ATTEMPTS:
-        inputs.gave_up(now)
-        return
-    core.counters.increment("retransmissions")
-    _send_reregistration(core, attempt, now)
+    _retransmit_or_give_up(inputs, core, attempt, now, _send_reregistration)
 
 
 @reregistering.upon(MobileNodeInputs.reply_received).loop()
@@ -862,13 +873,7 @@ def _reregistration_reply(
     data: bytes,
     now: float,
 ) -> None:
-    outcome = _open_reply(core, data, now, attempt, None, attempt.keys)
-    if outcome is None:
-        return
-    if outcome.accepted:
-        inputs.accepted(outcome, now)
-    else:
-        inputs.denied(int(outcome.code), now)
+    _conclude(inputs, _open_reply(core, data, now, attempt, None, attempt.keys), now)
 
 
 @reregistering.upon(MobileNodeInputs.accepted).to(registered)
