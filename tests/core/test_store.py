@@ -9,6 +9,8 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import pytest
+
 from mvpn.core.store import Binding, BindingStore
 from mvpn.crypto.random import SeededRandom
 from mvpn.crypto.session import RegistrationKeys
@@ -142,12 +144,8 @@ def test_failing_write_in_group_undoes_only_itself() -> None:
     store.begin_group()
     binding = make_binding(store)
     store.put_binding(binding)
-    try:
+    with pytest.raises(sqlite3.OperationalError):
         store._write([("INSERT INTO no_such_table VALUES (1)", ())])
-    except sqlite3.OperationalError:
-        pass
-    else:
-        raise AssertionError("the bad write should have failed")
     store.end_group()
     assert set(store.load_bindings()) == {binding.home_address}
 
