@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import ipaddress
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -220,8 +221,10 @@ class DataSession:
     ``auth`` is the hop authenticator (Data Auth Key); every node holds it. ``to_mn`` and
     ``from_mn`` are the replay windows of the two directions. ``send`` and ``receive`` are the
     end-to-end ciphers, present only at the MN and the CN; ``next_sequence`` is the number the
-    endpoint seals with next. Build one with :meth:`for_relay`, :meth:`for_mn` or
-    :meth:`for_cn`.
+    endpoint seals with next. ``mn_addr`` (the MN's home address) and ``cn_addr`` (the CN's
+    address) route the session's packets: the HA finds the MN's binding and the CN, the FA
+    its visitor and the HA, the MN and the CN their peer. Build one with :meth:`for_relay`,
+    :meth:`for_mn` or :meth:`for_cn`.
     """
 
     spi: int
@@ -233,6 +236,8 @@ class DataSession:
     next_sequence: int = 1
     to_mn: ReplayWindow = field(default_factory=ReplayWindow)
     from_mn: ReplayWindow = field(default_factory=ReplayWindow)
+    mn_addr: ipaddress.IPv4Address | None = None
+    cn_addr: ipaddress.IPv4Address | None = None
 
     @classmethod
     def for_relay(
@@ -242,13 +247,21 @@ class DataSession:
         encr_sec_par: EncrSecPar,
         now: float,
         lifetime: float = DATA_KEY_LIFETIME,
+        *,
+        mn_addr: ipaddress.IPv4Address | None = None,
+        cn_addr: ipaddress.IPv4Address | None = None,
     ) -> DataSession:
         """The HA's or the FA's session: the authentication key only, no cipher.
 
         ``encr_sec_par`` is the negotiated cipher (checked like the endpoints', so a relay
         never passes packets of a broken one)."""
         return cls(
-            spi, HopAuthenticator(data_auth_key), check_encr_code(encr_sec_par), now + lifetime
+            spi,
+            HopAuthenticator(data_auth_key),
+            check_encr_code(encr_sec_par),
+            now + lifetime,
+            mn_addr=mn_addr,
+            cn_addr=cn_addr,
         )
 
     @classmethod
@@ -262,6 +275,9 @@ class DataSession:
         now: float,
         lifetime: float = DATA_KEY_LIFETIME,
         next_sequence: int = 1,
+        *,
+        mn_addr: ipaddress.IPv4Address | None = None,
+        cn_addr: ipaddress.IPv4Address | None = None,
     ) -> DataSession:
         """The MN's session: seals with the MN -> CN key, opens with the CN -> MN key."""
         return cls(
@@ -272,6 +288,8 @@ class DataSession:
             send=DataCipher(encr_sec_par, mn_to_cn),
             receive=DataCipher(encr_sec_par, cn_to_mn),
             next_sequence=next_sequence,
+            mn_addr=mn_addr,
+            cn_addr=cn_addr,
         )
 
     @classmethod
@@ -285,6 +303,9 @@ class DataSession:
         now: float,
         lifetime: float = DATA_KEY_LIFETIME,
         next_sequence: int = 1,
+        *,
+        mn_addr: ipaddress.IPv4Address | None = None,
+        cn_addr: ipaddress.IPv4Address | None = None,
     ) -> DataSession:
         """The CN's session: seals with the CN -> MN key, opens with the MN -> CN key."""
         return cls(
@@ -295,6 +316,8 @@ class DataSession:
             send=DataCipher(encr_sec_par, cn_to_mn),
             receive=DataCipher(encr_sec_par, mn_to_cn),
             next_sequence=next_sequence,
+            mn_addr=mn_addr,
+            cn_addr=cn_addr,
         )
 
     def window(self, from_mn: bool) -> ReplayWindow:
