@@ -23,6 +23,7 @@ port no field, and every mvpn node listens on the same configured port (4350 by 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 from mvpn.core.effects import Address, Channel, Counters, Effect, Send, debug, warn
 from mvpn.wire.codes import MvpnError, describe
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_CONTROL_PORT",
     "ERROR_INTERVAL",
     "MAX_ERROR_DESTINATIONS",
+    "ControlHandler",
     "ErrorReporter",
     "receive_control",
 ]
@@ -136,16 +138,33 @@ class ErrorReporter:
         ]
 
 
-def receive_control(data: bytes, source: Address, counters: Counters) -> list[Effect]:
+ControlHandler = Callable[[bytes, Address, float], list[Effect]]
+"""What handles one control message type at a node: ``(datagram, source, now)`` to effects.
+It decodes the datagram itself and answers bad input with its own logs and counters."""
+
+
+def receive_control(
+    data: bytes,
+    source: Address,
+    counters: Counters,
+    handlers: Mapping[int, ControlHandler] | None = None,
+    now: float = 0.0,
+) -> list[Effect]:
     """One datagram from the MVPN control port (docs/protocol.md 7.1, 7.7).
 
-    An Error is logged as a warning with its code's name, reference, reason and peer, and
-    counted as ``mvpn_errors.received.<code>``; nothing else changes (draft section 4: the
-    receiver need do nothing). Other control messages are counted as
+    A message whose Type has an entry in ``handlers`` goes to that handler with ``now``
+    (the correspondent-node session messages, draft section 6). An Error is logged as a
+    warning with its code's name, reference, reason and peer, and counted as
+    ``mvpn_errors.received.<code>``; nothing else changes (draft section 4: the receiver
+    need do nothing). Other control messages are counted as
     ``control.not_handled_yet`` and logged at debug level. A datagram that does not decode is
     dropped, counted as ``control.malformed`` and logged.
     """
     peer = f"{source[0]}:{source[1]}"
+    if handlers and len(data) >= 4:
+        handler = handlers.get(data[0])
+        if handler is not None:
+            return handler(data, source, now)
     try:
         message = decode_control(data)
     except WireError as e:

@@ -56,7 +56,7 @@ from mvpn.core.effects import (
     Send,
     StartTimer,
 )
-from mvpn.core.errors import receive_control
+from mvpn.core.errors import ControlHandler, receive_control
 from mvpn.crypto.keys import PrivateKeys
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.errors import PkiError
@@ -658,20 +658,22 @@ def add_control_port(
     counters: Counters,
     *,
     interface: str = "",
+    handlers: Mapping[int, ControlHandler] | None = None,
 ) -> UdpPortService | None:
     """Open the role's MVPN control port (docs/protocol.md 2, 7.7) as the child ``control``
     of ``top``: a UDP port opened in ``privilegedStartService`` like the registration port,
     the transport of :attr:`~mvpn.core.effects.Channel.CONTROL` sends (errors leave from it),
     and the source of datagrams for :func:`~mvpn.core.errors.receive_control`, which counts
     into ``counters`` (the core's: ``mvpn_errors.received.<code>``,
-    ``control.not_handled_yet``, ``control.malformed``). ``port`` 0 opens nothing.
+    ``control.not_handled_yet``, ``control.malformed``); a Type in ``handlers`` goes to its
+    handler instead (the correspondent-node session messages). ``port`` 0 opens nothing.
     """
     if port == 0:
         return None
     runner = top.runner
 
     def received(data: bytes, source: tuple[str, int]) -> None:
-        runner.call(receive_control, data, source, counters)
+        runner.call(receive_control, data, source, counters, handlers, runner.now())
 
     control = UdpPortService(
         cast(IReactorUDP, reactor), port, received, interface=interface, what="control"
