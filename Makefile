@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test check unit bench bench-wire bench-tc bench-registration bench-dataplane fuzz clean
+.PHONY: venv system-packages test check unit bench bench-wire bench-tc bench-registration bench-dataplane fuzz clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,21 @@ check: $(STAMP)
 	$(VENV)/bin/ruff format --check mvpn tests benchmarks twisted setup.py
 	$(VENV)/bin/mypy
 
+## Debian packages for the namespace tests and the lab (ip, ping, iperf3, sysctl). Installs
+## them as root; as non-root it names what is missing and fails.
+system-packages:
+	sh scripts/ensure-system-packages
+
+# Root (CI, the lab) installs the system packages before the suite so the namespace tests run
+# instead of skipping; a non-root `make test` must still work, so it does not depend on them.
+ifeq ($(shell id -u),0)
+UNIT_DEPS := system-packages
+else
+UNIT_DEPS :=
+endif
+
 ## The whole suite. pytest's exit code 5 (no tests collected) is a failure.
-unit: $(STAMP)
+unit: $(STAMP) $(UNIT_DEPS)
 	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
