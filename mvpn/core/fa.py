@@ -27,6 +27,10 @@ What the FA does per message (docs/protocol.md):
   strips 34 and forwards;
 - plain RFC 5944 requests (6.3): relayed unchanged, replies relayed unchanged.
 
+Correspondent sessions (docs/protocol.md 7.3-7.6) are :class:`~mvpn.core.fa_sessions.
+FaSessions`' (:meth:`ForeignAgent.control_handlers`): they install relay sessions in
+:attr:`ForeignAgent.dataplane`, and a visitor that goes takes its sessions with it.
+
 Every refusal is a reply code to the mobile node, a warning :class:`~mvpn.core.effects.Log`
 with the reason and a counter; every undecodable datagram is dropped and counted. Some
 refusals also send the MN an MVPN error message (draft 4) on the control port, rate-limited
@@ -48,6 +52,7 @@ from mvpn.core.advert import (
     AdvertisementSchedule,
     NonceCheck,
 )
+from mvpn.core.dataplane import DATA_KEY_LIFETIME, DataPlane, NodeKind
 from mvpn.core.effects import (
     Address,
     CancelTimer,
@@ -63,7 +68,8 @@ from mvpn.core.effects import (
     info,
     warn,
 )
-from mvpn.core.errors import DEFAULT_CONTROL_PORT, ErrorReporter
+from mvpn.core.errors import DEFAULT_CONTROL_PORT, ControlHandler, ErrorReporter
+from mvpn.core.fa_sessions import FaSessions
 from mvpn.core.messages import (
     PK_OPERATIONS,
     AgentIdentity,
@@ -85,6 +91,7 @@ from mvpn.core.messages import (
     peek_reply,
     relay_first_contact,
 )
+from mvpn.crypto.errors import KeyFormatError
 from mvpn.crypto.keys import PrivateKeys, PublicKeys
 from mvpn.crypto.random import RandomSource
 from mvpn.crypto.session import RegistrationKeys
@@ -92,6 +99,7 @@ from mvpn.pki import errors as pki_errors
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.tc_errors import InvalidCertificate, TrustedCentreUnreachable, UnknownNode
 from mvpn.wire.codes import MvpnError, ReplyCode, describe
+from mvpn.wire.control import ControlType
 from mvpn.wire.errors import WireError
 from mvpn.wire.extensions import MobileHomeAuthExtension, extension_type, is_skippable
 from mvpn.wire.icmp import AgentFlags, AgentSolicitation
@@ -161,6 +169,15 @@ class ForeignAgentConfig:
     control_port: int = DEFAULT_CONTROL_PORT
     """The MVPN control port (docs/protocol.md 2, 7.7): MVPN errors go to this port of the
     mobile node, which is assumed to listen on the same one as this FA; 0 sends none."""
+    max_sessions: int = 100_000
+    """Data sessions relayed at once (docs/protocol.md 10): one costs well under 1 KB."""
+    session_lifetime: float = DATA_KEY_LIFETIME
+    """How long a data session lives at the FA (docs/protocol.md 10, data session keys)."""
+    ha_key_cache_lifetime: float = 3600.0
+    """How long a home agent's key from the TC is reused for session set-up, as the HA
+    reuses FA keys (docs/protocol.md 10)."""
+    max_ha_keys: int = 1024
+    """Bound of the HA key cache: the home agents whose MNs visit this FA."""
 
     @property
     def identity(self) -> AgentIdentity:
@@ -183,6 +200,12 @@ class Visitor:
     mn_id: int | None = None
     old_keys: RegistrationKeys | None = None
     old_keys_until: float = 0.0
+    ha_id: int | None = None
+    """The node ID of the MN's home agent, authenticated by its reply (``None``: a plain
+    RFC 5944 visitor); the data shell tunnels the MN's packets to it."""
+    mn_public: PublicKeys | None = field(default=None, repr=False)
+    """``Ku_MN`` as the HA returned it in Q (docs/protocol.md 5.3): the FA checks the MN's
+    Correspondent Response with it and seals Y to it, with no lookup of its own."""
 
     def sa_for(self, spi: int, now: float) -> RegistrationKeys | None:
         """The SA named ``spi``: the current one, or the replaced one within its grace."""
@@ -276,6 +299,57 @@ class ForeignAgent:
         self._visitors: dict[ipaddress.IPv4Address, Visitor] = {}
         self.errors = ErrorReporter(config.control_port, self.counters)
         """MVPN error messages (draft 4) beside the reply codes, rate-limited."""
+        self._ha_keys: dict[int, tuple[PublicKeys, float]] = {}
+        """HA ID -> (Ku_HA, when its certificate was checked), for session set-up."""
+        self.dataplane = DataPlane(NodeKind.FA)
+        """The relay sessions of this FA's visitors (docs/protocol.md 8.1)."""
+        self.sessions = FaSessions(self)
+        """The correspondent-session logic (docs/protocol.md 7.3-7.6)."""
+
+    @property
+    def identity(self) -> AgentIdentity:
+        """The FA as :mod:`mvpn.core.messages` and :mod:`mvpn.core.correspondent` name it."""
+        return self._identity
+
+    def control_handlers(self) -> dict[int, ControlHandler]:
+        """The control Types this FA handles itself (docs/protocol.md 7): Correspondent
+        Information form 0 from home agents, Correspondent Response and Key Transfer from
+        mobile nodes."""
+        return {
+            int(ControlType.CORRESPONDENT_INFORMATION): self.sessions.correspondent_info,
+            int(ControlType.CORRESPONDENT_RESPONSE): self.sessions.correspondent_response,
+            int(ControlType.KEY_TRANSFER): self.sessions.key_transfer,
+        }
+
+    def ha_key(self, ha_id: int, now: float) -> PublicKeys | None:
+        """``Ku_HA`` if a certificate of that HA was checked within
+        ``ha_key_cache_lifetime``; ``None`` means a TC lookup is needed."""
+        cached = self._ha_keys.get(ha_id)
+        if cached is None:
+            return None
+        if now - cached[1] >= self.config.ha_key_cache_lifetime:
+            del self._ha_keys[ha_id]
+            return None
+        return cached[0]
+
+    def ha_certificate(
+        self, ha_id: int, answer: NodeCertificate | Exception, now: float
+    ) -> PublicKeys | tuple[MvpnError, str]:
+        """Check the TC's answer for ``Ku_HA`` as first contacts do and cache the key: the
+        key, or the MVPN error code (docs/protocol.md 7.7) and a reason."""
+        refusal = _certificate_refusal(answer, ha_id, now)
+        if refusal is not None or isinstance(answer, Exception):
+            reason = refusal[1] if refusal is not None else "lookup failed"
+            return _lookup_error(answer)[0], reason
+        self._remember_ha_key(ha_id, answer.public_keys, now)
+        return answer.public_keys
+
+    def _remember_ha_key(self, ha_id: int, public: PublicKeys, now: float) -> None:
+        if ha_id not in self._ha_keys and len(self._ha_keys) >= self.config.max_ha_keys:
+            # Forget the oldest: a bounded cache, refilled by lookups.
+            oldest = min(self._ha_keys, key=lambda k: self._ha_keys[k][1])
+            del self._ha_keys[oldest]
+        self._ha_keys[ha_id] = (public, now)
 
     def _guard(self, what: str, action: Callable[[], list[Effect]]) -> list[Effect]:
         """Run ``action``; an unexpected exception becomes an error log and a counter, never
@@ -558,6 +632,7 @@ class ForeignAgent:
                 ),
             ]
         pending.ku_ha = answer.public_keys
+        self._remember_ha_key(first.ha_id, answer.public_keys, pending.created_at)
         relayed = relay_first_contact(
             self._identity, first, answer.public_keys, first.ha_id, pending.fa_nonce
         )
@@ -670,6 +745,8 @@ class ForeignAgent:
             now + reply.lifetime,
             keys,
             mn_id=q.mn_id,
+            ha_id=first.ha_id,
+            mn_public=_mn_public(q.ku_mn),
         )
         self.counters.increment("accepted")
         effects += self._add_visitor(visitor)
@@ -725,9 +802,10 @@ class ForeignAgent:
         return [
             info("visitor {home_address} expired", home_address=str(home)),
             Event("visitor-expired", {"home_address": str(home)}),
+            *self.sessions.visitor_removed(home, now, "visitor expired"),
         ]
 
-    def _remove_visitor(self, home: ipaddress.IPv4Address) -> list[Effect]:
+    def _remove_visitor(self, home: ipaddress.IPv4Address, now: float) -> list[Effect]:
         if self._visitors.pop(home, None) is None:
             return []
         self._update_busy()
@@ -736,6 +814,7 @@ class ForeignAgent:
             CancelTimer(f"visitor:{home}"),
             info("visitor {home_address} deregistered", home_address=str(home)),
             Event("deregistered", {"home_address": str(home)}),
+            *self.sessions.visitor_removed(home, now, "deregistered"),
         ]
 
     def _update_busy(self) -> None:
@@ -809,7 +888,7 @@ class ForeignAgent:
             )
         elif reply.lifetime == 0:
             self.counters.increment("accepted")
-            effects += self._remove_visitor(reply.home_address)
+            effects += self._remove_visitor(reply.home_address, now)
         else:
             self.counters.increment("accepted")
             if refreshed is not None:
@@ -878,7 +957,7 @@ class ForeignAgent:
         if reply.accepted:
             self.counters.increment("accepted")
             if reply.lifetime == 0:
-                effects += self._remove_visitor(reply.home_address)
+                effects += self._remove_visitor(reply.home_address, now)
             else:
                 effects += self._add_visitor(
                     Visitor(
@@ -919,6 +998,8 @@ class ForeignAgent:
             "care_of": str(self.config.care_of),
             "visitors": visitors,
             "pending": len(self._pending),
+            "sessions": len(self.dataplane),
+            "sessions_pending": self.sessions.pending_count(),
             "counters": self.counters.snapshot(),
         }
 
@@ -940,6 +1021,16 @@ def _certificate_refusal(
     except Exception as e:
         return ReplyCode.FA_HA_FAILED_AUTHENTICATION, f"home agent certificate: {e}"
     return None
+
+
+def _mn_public(ku_mn: bytes) -> PublicKeys | None:
+    """``Ku_MN`` from Q, or ``None`` when Q carries none (a denial) or an unusable one."""
+    if not ku_mn:
+        return None
+    try:
+        return PublicKeys.from_bytes(ku_mn)
+    except KeyFormatError:
+        return None
 
 
 def _lookup_error(answer: NodeCertificate | Exception) -> tuple[MvpnError, str]:

@@ -12,7 +12,11 @@ the expiry timer of each binding, log lines and lifecycle events. It handles:
 - re-registrations (docs/protocol.md 6.1, 6.2): symmetric keys only, no lookup and no
   public-key operation, with a key refresh when the keys are old;
 - plain RFC 5944 registrations (6.3): HMAC-MD5 with a configured shared key;
-- deregistration (lifetime 0) and expiry.
+- deregistration (lifetime 0) and expiry;
+- correspondent sessions (docs/protocol.md 7.2, 7.3): the Request Communication handler of
+  :class:`~mvpn.core.ha_sessions.HaSessions` (:meth:`HomeAgent.control_handlers`), which
+  installs relay sessions in :attr:`HomeAgent.dataplane`; a binding that ends takes its
+  sessions with it (a move to another FA does not: the data shell routes by the binding).
 
 Every denial sends the right reply code (authenticated where the HA can), logs a warning with
 the reason, moves a counter and leaves the binding unchanged. A failed FA key lookup and a
@@ -34,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mvpn.core import messages as msg
+from mvpn.core.dataplane import DATA_KEY_LIFETIME, DataPlane, NodeKind
 from mvpn.core.effects import (
     Address,
     CancelTimer,
@@ -49,7 +54,8 @@ from mvpn.core.effects import (
     info,
     warn,
 )
-from mvpn.core.errors import DEFAULT_CONTROL_PORT, ErrorReporter
+from mvpn.core.errors import DEFAULT_CONTROL_PORT, ControlHandler, ErrorReporter
+from mvpn.core.ha_sessions import HaSessions
 from mvpn.core.store import Binding, BindingStore, SpiExhausted
 from mvpn.crypto.keys import PublicKeys
 from mvpn.crypto.random import RandomSource
@@ -58,6 +64,7 @@ from mvpn.pki import errors as pki_errors
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.tc_errors import InvalidCertificate, TrustedCentreUnreachable, UnknownNode
 from mvpn.wire.codes import MvpnError, ReplyCode
+from mvpn.wire.control import ControlType
 from mvpn.wire.errors import WireError
 from mvpn.wire.registration import (
     REGISTRATION_REQUEST_TYPE,
@@ -105,6 +112,19 @@ class HomeAgentConfig:
     control_port: int = DEFAULT_CONTROL_PORT
     """The MVPN control port (docs/protocol.md 2, 7.7): MVPN errors go to this port of the
     foreign agent, which is assumed to listen on the same one as this HA; 0 sends none."""
+    max_sessions: int = 100_000
+    """Data sessions relayed at once (docs/protocol.md 10): one costs well under 1 KB (two
+    2048-bit replay windows, a 32-byte key); set-ups beyond it are refused with error 7."""
+    session_lifetime: float = DATA_KEY_LIFETIME
+    """How long a data session lives at the HA (docs/protocol.md 10, data session keys)."""
+    cn_key_cache_lifetime: float = 3600.0
+    """How long a correspondent node's key from the TC is reused, as for FA keys."""
+    max_cn_keys: int = 10_000
+    """Bound of the CN key cache."""
+    replay_cache_size: int = 4096
+    """(CN ID, CN Nonce) pairs remembered (docs/protocol.md 7.2, 10); each is kept until
+    its request's timestamp leaves the 30 s window, so a full cache means 4096 requests in
+    a minute: further ones are refused (error 7), never let through unchecked."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -201,6 +221,15 @@ class HomeAgent:
         self._bindings: dict[ipaddress.IPv4Address, Binding] = store.load_bindings()
         self.errors = ErrorReporter(self.config.control_port, self.counters)
         """MVPN error messages (draft 4) beside the reply codes, rate-limited."""
+        self.dataplane = DataPlane(NodeKind.HA)
+        """The relay sessions of the CN sessions this HA authorised (docs/protocol.md 8.1)."""
+        self.sessions = HaSessions(self, store, random)
+        """The correspondent-session logic (docs/protocol.md 7.2, 7.3)."""
+
+    def control_handlers(self) -> dict[int, ControlHandler]:
+        """The control Types this HA handles itself (docs/protocol.md 7): Request
+        Communication from correspondent nodes."""
+        return {int(ControlType.REQUEST_COMMUNICATION): self.sessions.request_communication}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -221,6 +250,33 @@ class HomeAgent:
     def bindings(self) -> dict[ipaddress.IPv4Address, Binding]:
         """A copy of the binding cache."""
         return dict(self._bindings)
+
+    def binding(self, home_address: ipaddress.IPv4Address) -> Binding | None:
+        """The current binding of ``home_address``, if any."""
+        return self._bindings.get(home_address)
+
+    def mobile_node(self, home_address: ipaddress.IPv4Address) -> MobileNodeRecord | None:
+        """The MVPN mobile node with this home address, if it is one of ours."""
+        return self._mobiles_by_home.get(home_address)
+
+    def fa_key(self, fa_id: int, now: float) -> PublicKeys | None:
+        """``Ku_FA`` when configured or cached and fresh (shared by first contacts and
+        session set-up); ``None`` means a TC lookup is needed."""
+        return self._cached_fa_key(fa_id, now)
+
+    def fa_certificate(
+        self, fa_id: int, answer: NodeCertificate | Exception, now: float, reference: int
+    ) -> PublicKeys | tuple[MvpnError, str]:
+        """Check the TC's answer for ``Ku_FA`` and cache the key (docs/protocol.md 7.7):
+        the key, or the MVPN error code and a reason when it is not usable."""
+        if isinstance(answer, Exception):
+            error = _lookup_error(answer, reference)
+            return error.code, f"no key for FA {fa_id:#x}: {type(answer).__name__}"
+        problem = self._certificate_problem(answer, fa_id, now)
+        if problem is not None:
+            return _lookup_error(answer, reference).code, problem
+        self._cache_fa_key(fa_id, answer.public_keys, now)
+        return answer.public_keys
 
     def status(self, now: float) -> dict[str, object]:
         """What ``mvpn status`` shows: every binding (home address, care-of address, FA,
@@ -246,6 +302,7 @@ class HomeAgent:
             "address": str(self.identity.address),
             "bindings": rows,
             "fa_keys_cached": len(self._fa_keys),
+            "sessions": len(self.dataplane),
             "counters": self.counters.snapshot(),
         }
 
@@ -330,17 +387,20 @@ class HomeAgent:
                 raise _Denied(
                     code, problem, self._bare(request, code), _lookup_error(result, mn_nonce)
                 )
-            if len(self._fa_keys) >= self.config.max_fa_keys:
-                # Forget the oldest entry: a bounded cache, refilled by lookups.
-                oldest = min(self._fa_keys, key=lambda k: self._fa_keys[k].fetched_at)
-                del self._fa_keys[oldest]
-            self._fa_keys[relayed.fa_id] = _CachedKey(result.public_keys, now)
+            self._cache_fa_key(relayed.fa_id, result.public_keys, now)
             return self._first_contact_with_key(relayed, source, result.public_keys, now)
         except _Denied as denied:
             # The answer carries no time: the request's arrival stands for now.
             return self._deny(request, source, denied, now)
         except Exception as e:  # never let one lookup result stop the service
             return self._internal_error(source, e)
+
+    def _cache_fa_key(self, fa_id: int, public: PublicKeys, now: float) -> None:
+        if fa_id not in self._fa_keys and len(self._fa_keys) >= self.config.max_fa_keys:
+            # Forget the oldest entry: a bounded cache, refilled by lookups.
+            oldest = min(self._fa_keys, key=lambda k: self._fa_keys[k].fetched_at)
+            del self._fa_keys[oldest]
+        self._fa_keys[fa_id] = _CachedKey(public, now)
 
     @staticmethod
     def _certificate_problem(cert: NodeCertificate, fa_id: int, now: float) -> str | None:
@@ -702,6 +762,7 @@ class HomeAgent:
             info("deregistered {home_address} (was at {care_of})", **fields),
             Event("deregistered", fields),
             CancelTimer(self._timer_name(home)),
+            *self.sessions.binding_removed(home, now, "deregistered"),
             Send(reply, source, Channel.REGISTRATION),
         ]
 
@@ -734,6 +795,7 @@ class HomeAgent:
         return [
             info("binding of {home_address} at {care_of} removed: {reason}", **fields),
             Event("expired", fields),
+            *self.sessions.binding_removed(home, now, reason),
         ]
 
     def _grant(self, requested: int) -> int:

@@ -29,6 +29,11 @@ of the current round is accepted.
 
 Inputs return nothing: transitions put :mod:`~mvpn.core.effects` in the core's outbox, and
 :class:`MobileNode` returns them to the shell. Nothing here reads a clock or a socket.
+
+The MN's correspondent sessions live beside the machine in
+:class:`~mvpn.core.mn_sessions.MobileNodeSessions` (``MobileNode.sessions``, its control
+handlers and ``dataplane``); every accepted first contact tells it, so that the new FA gets
+a Key Transfer (draft 3.3).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any, Literal, Protocol
 from automat import TypeMachineBuilder
 
 from mvpn.core.advert import AgentInfo, AgentTracker, Observation
+from mvpn.core.dataplane import DataPlane
 from mvpn.core.effects import (
     Address,
     CancelTimer,
@@ -55,6 +61,7 @@ from mvpn.core.effects import (
     info,
     warn,
 )
+from mvpn.core.errors import DEFAULT_CONTROL_PORT, ControlHandler
 from mvpn.core.messages import (
     PK_OPERATIONS,
     FirstContactSecrets,
@@ -69,6 +76,8 @@ from mvpn.core.messages import (
     open_plain_reply,
     open_reregistration_reply,
 )
+from mvpn.core.mn_sessions import MobileNodeSessions
+from mvpn.crypto.keys import PublicKeys
 from mvpn.crypto.random import RandomSource
 from mvpn.crypto.session import RegistrationKeys
 from mvpn.wire.codes import ReplyCode, describe, lookup
@@ -140,6 +149,9 @@ class MobileNodeConfig:
     """Where to send an Agent Solicitation when looking for agents (None: only listen)."""
     plain_spi: int = 0
     plain_key: bytes = field(default=b"", repr=False)
+    control_port: int = DEFAULT_CONTROL_PORT
+    """The FA's MVPN control port (docs/protocol.md 2: every node's own): Correspondent
+    Responses and Key Transfers go there."""
 
     def __post_init__(self) -> None:
         if self.mode == "mvpn" and self.credentials is None:
@@ -194,6 +206,8 @@ class Registration:
     registered_at: float
     keys: RegistrationKeys | None
     fa_id: int | None = None
+    fa_public: PublicKeys | None = None
+    """``Ku_FA`` from the first-contact reply (W): checks the FA's session messages."""
 
 
 class MobileNodeInputs(Protocol):
@@ -269,6 +283,14 @@ class MobileNodeCore:
         self.machine: MobileNodeInputs | None = None
         self._last_identification = 0
         self._generations: dict[str, int] = {}
+        self.sessions = MobileNodeSessions(
+            config.credentials,
+            lambda: self.registration,
+            random,
+            config.control_port,
+            self.counters,
+        )
+        """The MN's correspondent sessions (docs/protocol.md 7.3, 7.4, 7.6)."""
 
     def emit(self, *effects: Effect) -> None:
         """Queue effects for the shell."""
@@ -691,7 +713,12 @@ def _install(
     previous = core.registration
     fa_id = outcome.fa_id if outcome.fa_id is not None else (previous.fa_id if previous else None)
     keys = outcome.keys if outcome.keys is not None else (previous.keys if previous else None)
-    core.registration = Registration(agent, outcome.lifetime, now, keys, fa_id)
+    fa_public = (
+        outcome.fa_public
+        if outcome.fa_public is not None
+        else (previous.fa_public if previous else None)
+    )
+    core.registration = Registration(agent, outcome.lifetime, now, keys, fa_id, fa_public)
     core.counters.increment("registrations" if first else "reregistrations")
     if outcome.refreshed:
         core.counters.increment("key_refreshes")
@@ -719,6 +746,10 @@ def _install(
             },
         ),
     )
+    if first:
+        # A new visitor entry at the FA (a new FA, or ours after a restart or a failed
+        # re-registration): it learns the data sessions from a Key Transfer (draft 3.3).
+        core.emit(*core.sessions.first_contact(core.registration, now))
 
 
 def _arm_retry(core: MobileNodeCore) -> None:
@@ -1067,6 +1098,21 @@ class MobileNode:
         """The node's counters (``mvpn status``)."""
         return self.core.counters
 
+    @property
+    def sessions(self) -> MobileNodeSessions:
+        """The correspondent sessions (docs/protocol.md 7.3, 7.4, 7.6)."""
+        return self.core.sessions
+
+    @property
+    def dataplane(self) -> DataPlane:
+        """The MN's endpoint table of data sessions (docs/protocol.md 8.1)."""
+        return self.core.sessions.dataplane
+
+    def control_handlers(self) -> dict[int, ControlHandler]:
+        """The control Types the MN handles: 2 (Correspondent Information form 1) and 6
+        (Key Transfer acknowledgement)."""
+        return self.core.sessions.control_handlers()
+
     def start(self, now: float) -> list[Effect]:
         """Start listening for agents and checking them every second."""
         effects = self._run("start", lambda: self._machine.start(now))
@@ -1149,5 +1195,6 @@ class MobileNode:
             "key_age": (now - keys.created_at) if keys is not None else None,
             "spi": keys.spi if keys is not None else None,
             "agents": [str(a.address) for a in core.tracker.agents()],
+            "sessions": core.sessions.status(now),
             "counters": core.counters.snapshot(),
         }

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mvpn.core import correspondent as cor
 from mvpn.core.effects import (
     Address,
     CancelTimer,
@@ -27,12 +29,15 @@ from mvpn.core.effects import (
     Send,
     StartTimer,
 )
+from mvpn.core.errors import receive_control
 from mvpn.core.fa import ForeignAgent, ForeignAgentConfig
 from mvpn.core.ha import HomeAgent, HomeAgentConfig, MobileNodeRecord, PlainNodeRecord
 from mvpn.core.messages import AgentIdentity, MobileCredentials
 from mvpn.core.mn import MobileNode, MobileNodeConfig
 from mvpn.core.store import BindingStore
+from mvpn.crypto.dh import DhGroup
 from mvpn.crypto.keys import PrivateKeys
+from mvpn.crypto.negotiation import LOCAL_FLAGS
 from mvpn.crypto.random import SeededRandom
 from mvpn.pki.certificate import (
     NodeCertificate,
@@ -56,6 +61,8 @@ HA_ID = 0x4841
 FA_ID = 0x4641
 FA2_ID = 0x4642
 USER_ID = 0x4D4E0001
+CN_ID = 0x434E
+CN_ADDR = ipaddress.IPv4Address("127.0.0.20")
 PLAIN_SPI = 0x1000
 PLAIN_KEY = bytes(range(16))
 ADVERTISE_TO: Address = ("127.255.255.255", 4349)
@@ -75,6 +82,7 @@ class Pki:
     fa_keys: PrivateKeys = field(default_factory=lambda: keys("fa"))
     fa2_keys: PrivateKeys = field(default_factory=lambda: keys("fa2"))
     mn_keys: PrivateKeys = field(default_factory=lambda: keys("mn"))
+    cn_keys: PrivateKeys = field(default_factory=lambda: keys("cn"))
     certificates: dict[int, NodeCertificate] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +100,7 @@ class Pki:
                 (Role.FA, FA_ID, "fa1", self.fa_keys, FA_ADDR),
                 (Role.FA, FA2_ID, "fa2", self.fa2_keys, FA2_ADDR),
                 (Role.MN, USER_ID, "mn1", self.mn_keys, HOME),
+                (Role.CN, CN_ID, "cn1", self.cn_keys, CN_ADDR),
             ),
             start=2,
         ):
@@ -146,6 +155,7 @@ class World:
         self.registration: dict[str, tuple[str, Handler]] = {}
         self.advertisement_listeners: dict[str, tuple[str, Handler]] = {}
         self.solicitation: dict[str, tuple[str, Handler]] = {}
+        self.control: dict[str, tuple[str, Handler]] = {}
         self.addresses: dict[str, Address] = {}
         self.timers: dict[tuple[str, str], tuple[float, int, Callable[[float], list[Effect]]]] = {}
         self.sent: list[Delivery] = []
@@ -177,6 +187,11 @@ class World:
         address = (str(ha.identity.address), 434)
         self.addresses[name] = address
         self.registration[address[0]] = (name, ha.datagram_received)
+
+    def add_control(self, name: str, host: str, handler: Handler) -> None:
+        """Deliver control-channel datagrams to ``host`` to ``handler`` (as ``name``); control
+        datagrams to hosts without one are only recorded in :attr:`sent`."""
+        self.control[host] = (name, handler)
 
     # -- performing effects --------------------------------------------------------------
 
@@ -228,6 +243,9 @@ class World:
             elif host == ADVERTISE_TO[0]:
                 for name, handler in self.advertisement_listeners.values():
                     self.queue.append((name, handler, send.data, source))
+        elif send.channel is Channel.CONTROL and host in self.control:
+            name, handler = self.control[host]
+            self.queue.append((name, handler, send.data, (source[0], send.to[1])))
 
     def run(self) -> None:
         """Deliver queued datagrams until the network is quiet."""
@@ -262,6 +280,14 @@ class World:
         self.now = end
 
     # -- questions -----------------------------------------------------------------------
+
+    def control_messages(self, sender: str | None = None) -> list[Delivery]:
+        """Every control datagram sent so far (by ``sender`` only, when given)."""
+        return [
+            d
+            for d in self.sent
+            if d.send.channel is Channel.CONTROL and (sender is None or d.sender == sender)
+        ]
 
     def registration_messages(self) -> list[Delivery]:
         """Every registration datagram sent so far."""
@@ -344,3 +370,53 @@ def full_world(
     world.call("mn", mn.start(world.now))
     world.call("fa", fa.start(world.now))
     return world, mn, fa, ha
+
+
+# -- correspondent sessions (docs/protocol.md 7) -------------------------------------------
+
+
+def cn_identity(private: PrivateKeys | None = None) -> AgentIdentity:
+    """The test CN (its certificate is in the PKI); other ``private`` keys make an impostor."""
+    return AgentIdentity(CN_ID, private or pki().cn_keys, CN_ADDR)
+
+
+def mn_identity() -> AgentIdentity:
+    """The test MN as :mod:`mvpn.core.correspondent` names it: USER ID and home address."""
+    return AgentIdentity(USER_ID, pki().mn_keys, HOME)
+
+
+def attach_control(world: World, name: str, core: HomeAgent | ForeignAgent) -> None:
+    """Deliver control datagrams to ``core``'s address through its control handlers, as the
+    shell's control port does (:func:`mvpn.core.errors.receive_control`)."""
+    host = str(core.identity.address)
+    handlers = core.control_handlers()
+    world.add_control(
+        name,
+        host,
+        lambda data, source, now: receive_control(data, source, core.counters, handlers, now),
+    )
+
+
+_REQUESTS = itertools.count()
+"""Each request draws from its own seed: a new CN Nonce and Diffie-Hellman value."""
+
+
+def request_communication(
+    world: World,
+    cn: AgentIdentity | None = None,
+    mn_address: ipaddress.IPv4Address = HOME,
+    sec_par: int = LOCAL_FLAGS,
+    at: float | None = None,
+    seed: str = "cn",
+) -> tuple[bytes, cor.CnPending]:
+    """A Request Communication from the test CN to the test HA for ``mn_address``."""
+    return cor.build_request_communication(
+        cn or cn_identity(),
+        HA_ID,
+        pki().ha_keys.public,
+        mn_address,
+        sec_par,
+        DhGroup.X25519,
+        world.now if at is None else at,
+        SeededRandom(f"{seed}-{next(_REQUESTS)}"),
+    )

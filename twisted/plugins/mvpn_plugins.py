@@ -13,6 +13,7 @@ _ROLES = [
     ("mvpn-ha", "mvpn.roles.ha.tap", "MVPN home agent: bindings and registration keys"),
     ("mvpn-fa", "mvpn.roles.fa.tap", "MVPN foreign agent: advertisements, relaying, visitors"),
     ("mvpn-mn", "mvpn.roles.mn.tap", "MVPN mobile node: registers through foreign agents"),
+    ("mvpn-cn", "mvpn.roles.cn.tap", "MVPN correspondent node: sessions with mobile nodes"),
     ("mvpn-site", "mvpn.roles.site", "several MVPN roles in one process, from one TOML file"),
 ]
 
