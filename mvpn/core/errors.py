@@ -157,7 +157,8 @@ def receive_control(
     warning with its code's name, reference, reason and peer, and counted as
     ``mvpn_errors.received.<code>``; nothing else changes (draft section 4: the receiver
     need do nothing). Other control messages are counted as
-    ``control.not_handled_yet`` and logged at debug level. A datagram that does not decode is
+    ``control.unexpected`` (a type this role never takes, such as a Request Communication at an
+    FA) and logged at debug level. A datagram that does not decode is
     dropped, counted as ``control.malformed`` and logged.
     """
     peer = f"{source[0]}:{source[1]}"
@@ -187,10 +188,10 @@ def receive_control(
                 reason=message.reason,
             )
         ]
-    counters.increment("control.not_handled_yet")
+    counters.increment("control.unexpected")
     return [
         debug(
-            "control message {type} from {peer} not handled yet",
+            "control message {type} from {peer} dropped: not one this node takes",
             type=describe(ControlType(message.TYPE)),
             peer=peer,
         )

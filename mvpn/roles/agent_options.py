@@ -1,10 +1,11 @@
 """What the ``twistd mvpn-ha`` and ``mvpn-fa`` command lines share.
 
 Both agents read a TOML file (their ``[ha]`` or ``[fa]`` table) or a domain store, and the
-same options override either: address, ports, interface, Trusted Centre, lifetime, peer
-certificates and CAs, the status socket. :class:`AgentOptions` holds that once; each tap adds
-its own options and how its config is built without a file. :func:`make_site_service` is the
-``makeService`` body of every role's tap.
+same options override either: address, ports (registration, control, data, tunnel),
+interface, Trusted Centre, lifetime, peer certificates and CAs, the status socket.
+:class:`AgentOptions` holds that once; each tap adds its own options and how its config is
+built without a file. :func:`make_site_service` is the ``makeService`` body of every role's
+tap.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ C = TypeVar("C", HaConfig, FaConfig)
 COMMON_PARAMETERS: list[list[Any]] = [
     ["port", "p", None, "registration UDP port (default 434)", int],
     ["control-port", None, None, "MVPN control UDP port, 0: closed (default 4350)", int],
+    ["data-port", None, None, "data UDP port (default 4351)", int],
+    ["tunnel-port", None, None, "HA-FA tunnel TCP port (default 4352)", int],
     ["interface", "i", None, "address to listen on (default: all)"],
     ["tc", None, None, "the Trusted Centre, HOST:PORT"],
     ["lifetime", None, None, "longest registration lifetime granted (s)", int],
@@ -109,7 +112,14 @@ class AgentOptions(usage.Options, Generic[C]):
         changes: dict[str, Any] = {}
         if self["address"]:
             changes["address"] = ipaddress.IPv4Address(self["address"])
-        for option in ("port", "control-port", "lifetime", "interface"):
+        for option in (
+            "port",
+            "control-port",
+            "data-port",
+            "tunnel-port",
+            "lifetime",
+            "interface",
+        ):
             if self[option] is not None:
                 changes[option.replace("-", "_")] = self[option]
         if self["tc"]:

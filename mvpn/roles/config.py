@@ -12,6 +12,8 @@ for ``twistd -n mvpn-site --config site.toml`` (tests, the demo, small sites)::
     address = "127.0.0.1"                # the HA address mobile nodes register with
     port = 434
     control_port = 4350                  # MVPN control messages and errors (0: closed)
+    data_port = 4351                     # type-55 data packets from and to CNs (UDP)
+    tunnel_port = 4352                   # the FAs' tunnel port the HA dials (TCP)
     database = "ha.sqlite"
     tc = "127.0.0.1:4353"                # the domain's Trusted Centre (mutual TLS)
     peer_certificates = ["visited/nodes/fa.pem"]  # known without asking the TC ...
@@ -31,6 +33,8 @@ for ``twistd -n mvpn-site --config site.toml`` (tests, the demo, small sites)::
     address = "127.0.0.2"                # care-of address (and where advertisements come from)
     port = 434
     control_port = 4350                  # every role's default; peers are assumed to match
+    data_port = 4351                     # type-55 data packets from and to mobile nodes (UDP)
+    tunnel_port = 4352                   # where home agents' tunnels connect (TCP)
     home_agent_port = 434                # where the HAs of visiting nodes listen
     advertisement = "auto"               # "icmp" (raw socket), "udp", or "auto"
     advertisement_port = 4349
@@ -47,6 +51,10 @@ for ``twistd -n mvpn-site --config site.toml`` (tests, the demo, small sites)::
     address = "127.0.0.1"                # where the MN listens on the foreign link
     port = 0                             # its registration port (0: any)
     control_port = 4350                  # where MVPN errors from its FA arrive (0: closed)
+    data_port = 4351                     # type-55 data packets from and to its FA (UDP)
+    tun = "mvpn0"                        # a TUN device carrying the host's traffic from the
+    tun_routes = ["192.0.2.7/32"]        # home address to these networks (the CNs) through
+                                         # MVPN (root or CAP_NET_ADMIN); no tun: none
     advertisement_port = 4349
     solicit_to = ["127.0.0.2:4349"]
     agent_port = 434                     # the FA's registration port
@@ -84,6 +92,14 @@ DEFAULT_TC_PORT = 4353
 CONTROL_PORT = DEFAULT_CONTROL_PORT
 """The MVPN control port (docs/protocol.md 2): control messages and errors (draft 4, 6).
 Every role listens on it; a node sends to its peers' control port assuming it is its own."""
+
+DATA_PORT = 4351
+"""UDP port of type-55 data packets, CN <-> HA and FA <-> MN (docs/protocol.md 2); a node
+sends to its peers' data port assuming it is its own."""
+
+TUNNEL_PORT = 4352
+"""TCP port of the HA-FA tunnel (docs/protocol.md 2, 8.2): the FA listens, the HA dials the
+FA's care-of address at its own configured ``tunnel_port``."""
 
 
 class ConfigError(PkiError):
@@ -166,6 +182,10 @@ class HaConfig:
     interface: str = ""
     control_port: int = CONTROL_PORT
     """The MVPN control port (errors to FAs go to this port of theirs); 0: closed."""
+    data_port: int = DATA_PORT
+    """The data port (CNs' packets arrive here, and go to this port of theirs)."""
+    tunnel_port: int = TUNNEL_PORT
+    """The FAs' tunnel port the HA dials."""
     tc: Endpoint | None = None
     peer_certificates: tuple[Path, ...] = ()
     peer_cas: tuple[Path, ...] = ()
@@ -193,6 +213,10 @@ class FaConfig:
     interface: str = ""
     control_port: int = CONTROL_PORT
     """The MVPN control port (errors to MNs go to this port of theirs); 0: closed."""
+    data_port: int = DATA_PORT
+    """The data port (visitors' packets arrive here, and go to this port of theirs)."""
+    tunnel_port: int = TUNNEL_PORT
+    """The TCP port home agents' tunnels connect to."""
     home_agent_port: int = REGISTRATION_PORT
     tc: Endpoint | None = None
     peer_certificates: tuple[Path, ...] = ()
@@ -230,6 +254,12 @@ class MnConfig:
     port: int = 0
     control_port: int = CONTROL_PORT
     """The MVPN control port, where its FA's error messages arrive; 0: closed."""
+    data_port: int = DATA_PORT
+    """The data port (its FA's packets arrive here, and go to this port of the FA's)."""
+    tun: str | None = None
+    """A TUN device with the home address, for unmodified applications (None: no device)."""
+    tun_routes: tuple[ipaddress.IPv4Network, ...] = ()
+    """Networks routed into the TUN device: the correspondent nodes the host talks to."""
     advertisement: AdvertisementMode = AdvertisementMode.AUTO
     advertisement_port: int = DEFAULT_ADVERTISEMENT_PORT
     solicit_to: tuple[Endpoint, ...] = ()
@@ -387,6 +417,8 @@ _AGENT_KEYS = {
     "address",
     "port",
     "control_port",
+    "data_port",
+    "tunnel_port",
     "interface",
     "tc",
     "peer_certificates",
@@ -409,7 +441,7 @@ def ha_from_table(doc: Mapping[str, Any], base: Path, where: str = "[ha]") -> Ha
     fields: dict[str, Any] = {"files": t.agent_files(), "database": t.path("database")}
     if "address" in t:
         fields["address"] = t.address("address")
-    for key in ("port", "control_port"):
+    for key in ("port", "control_port", "data_port", "tunnel_port"):
         if key in t:
             fields[key] = t.port(key)
     if "interface" in t:
@@ -452,7 +484,14 @@ def fa_from_table(doc: Mapping[str, Any], base: Path, where: str = "[fa]") -> Fa
     fields: dict[str, Any] = {"files": t.agent_files()}
     if "address" in t:
         fields["address"] = t.address("address")
-    for key in ("port", "control_port", "home_agent_port", "advertisement_port"):
+    for key in (
+        "port",
+        "control_port",
+        "data_port",
+        "tunnel_port",
+        "home_agent_port",
+        "advertisement_port",
+    ):
         if key in t:
             fields[key] = t.port(key)
     if "interface" in t:
@@ -485,6 +524,7 @@ def mn_from_table(doc: Mapping[str, Any], base: Path, where: str = "[mn]") -> Mn
         "address",
         "port",
         "control_port",
+        "data_port",
         "advertisement",
         "advertisement_port",
         "solicit_to",
@@ -494,6 +534,8 @@ def mn_from_table(doc: Mapping[str, Any], base: Path, where: str = "[mn]") -> Mn
         "plain_key",
         "name",
         "control_socket",
+        "tun",
+        "tun_routes",
     }
     t = _Table(doc, base, where, known)
     fields: dict[str, Any] = {}
@@ -507,7 +549,7 @@ def mn_from_table(doc: Mapping[str, Any], base: Path, where: str = "[mn]") -> Mn
     for key in ("home_address", "home_agent"):
         if key in t:
             fields[key] = t.address(key)
-    for key in ("port", "control_port", "advertisement_port", "agent_port"):
+    for key in ("port", "control_port", "data_port", "advertisement_port", "agent_port"):
         if key in t:
             fields[key] = t.port(key)
     if "advertisement" in t:
@@ -525,10 +567,29 @@ def mn_from_table(doc: Mapping[str, Any], base: Path, where: str = "[mn]") -> Mn
         except ValueError as e:
             raise ConfigError(f"{where}: plain_key: {e}") from None
     fields["control_socket"] = t.control_socket()
+    if "tun" in t:
+        fields["tun"] = t.string("tun")
+    if "tun_routes" in t:
+        fields["tun_routes"] = _networks(doc["tun_routes"], f"{where} tun_routes")
     try:
         return MnConfig(**fields)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _networks(value: object, where: str) -> tuple[ipaddress.IPv4Network, ...]:
+    """A list of IPv4 networks (``"192.0.2.0/24"``, or an address for a /32)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{where}: expected a list of networks such as "192.0.2.0/24"')
+    try:
+        return tuple(ipaddress.IPv4Network(v) for v in value)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def parse_networks(text: str, where: str) -> tuple[ipaddress.IPv4Network, ...]:
+    """Comma-separated IPv4 networks (the command line's ``--tun-routes``)."""
+    return _networks([t.strip() for t in text.split(",") if t.strip()], where)
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -665,7 +665,7 @@ def add_control_port(
     the transport of :attr:`~mvpn.core.effects.Channel.CONTROL` sends (errors leave from it),
     and the source of datagrams for :func:`~mvpn.core.errors.receive_control`, which counts
     into ``counters`` (the core's: ``mvpn_errors.received.<code>``,
-    ``control.not_handled_yet``, ``control.malformed``); a Type in ``handlers`` goes to its
+    ``control.unexpected``, ``control.malformed``); a Type in ``handlers`` goes to its
     handler instead (the correspondent-node session messages). ``port`` 0 opens nothing.
     """
     if port == 0:

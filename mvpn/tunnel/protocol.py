@@ -226,6 +226,12 @@ class TunnelProtocol(Int32StringReceiver):
     # --- lifecycle ---------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Frames are whole packets written as they come: Nagle's algorithm would hold a small
+        # frame back for the peer's delayed ACK (tens of ms per round trip of a TCP stream
+        # carried inside the tunnel).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self._hello_timer = self.clock.callLater(HELLO_TIMEOUT, self._hello_timed_out)
         if self.expected_peer is not None:
             self.session = self._sessions(self.expected_peer)

@@ -131,14 +131,14 @@ def test_unknown_error_code_is_still_logged_and_counted() -> None:
     assert counters.get("mvpn_errors.received.300") == 1
 
 
-def test_other_control_messages_are_not_handled_yet() -> None:
-    """A well-formed control message of another type is counted as not handled yet and
-    logged at debug level only."""
+def test_control_messages_without_a_handler_are_unexpected() -> None:
+    """A well-formed control message of a type the node has no handler for is counted as
+    unexpected and logged at debug level only."""
     counters = Counters()
     ack = KeyTransferAck(ipaddress.IPv4Address("10.0.0.5"), 300, 1, bytes(16)).encode()
     [log] = receive_control(ack, ("127.0.0.3", 4350), counters)
     assert isinstance(log, Log) and log.level == "debug"
-    assert counters.snapshot() == {"control.not_handled_yet": 1}
+    assert counters.snapshot() == {"control.unexpected": 1}
 
 
 def test_malformed_control_datagrams_are_dropped_counted_and_logged() -> None:

@@ -31,6 +31,8 @@ FA2_ADDRESS = "127.0.0.3"
 MN_ADDRESS = "127.0.0.4"
 """Where mobile nodes listen: on loopback every role has its own 127/8 address, so that
 agents are told apart by address as on a real link."""
+CN_ADDRESS = "127.0.0.5"
+"""The correspondent node (its certificate, of the home domain, carries this address)."""
 HOME_ADDRESS = "10.1.0.5"
 PLAIN_HOME_ADDRESS = "10.1.0.9"
 
@@ -66,6 +68,7 @@ class Domains:
         self.visited.issue(
             Role.FA, "fa2", PASSWORD, now(), address=ipaddress.IPv4Address(FA2_ADDRESS)
         )
+        self.home.issue(Role.CN, "cn", PASSWORD, now(), address=ipaddress.IPv4Address(CN_ADDRESS))
 
     def smart_card(self, name: str, home_address: str = HOME_ADDRESS) -> Path:
         """Issue a mobile node of the home domain; its card is saved as ``<name>.card``."""
@@ -96,16 +99,20 @@ async def wait_for(
 
 def common_free_udp_port(*hosts: str) -> int:
     """A UDP port free on every one of ``hosts`` right now."""
+    return _common_free_port(socket.SOCK_DGRAM, free_udp_port, hosts)
+
+
+def _common_free_port(kind: int, free: Callable[[str], int], hosts: tuple[str, ...]) -> int:
     for _ in range(100):
-        port = free_udp_port(hosts[0])
+        port = free(hosts[0])
         try:
             for host in hosts[1:]:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                with socket.socket(socket.AF_INET, kind) as s:
                     s.bind((host, port))
         except OSError:
             continue
         return port
-    raise AssertionError(f"no UDP port free on all of {hosts}")
+    raise AssertionError(f"no port free on all of {hosts}")
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
@@ -114,6 +121,11 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def common_free_tcp_port(*hosts: str) -> int:
+    """A TCP port free on every one of ``hosts`` right now."""
+    return _common_free_port(socket.SOCK_STREAM, free_tcp_port, hosts)
 
 
 class Link(DatagramProtocol):
@@ -229,13 +241,22 @@ class Home:
         # One MVPN control port free on every address: nodes assume their peers listen on
         # their own control port (docs/protocol.md 7.7), and the default 4350 would clash
         # with other test runs.
-        self.control_port = common_free_udp_port(HA_ADDRESS, FA1_ADDRESS, FA2_ADDRESS, MN_ADDRESS)
+        self.control_port = common_free_udp_port(
+            HA_ADDRESS, FA1_ADDRESS, FA2_ADDRESS, MN_ADDRESS, CN_ADDRESS
+        )
+        # The data and tunnel ports follow the same rule (docs/protocol.md 2).
+        self.data_port = common_free_udp_port(
+            HA_ADDRESS, FA1_ADDRESS, FA2_ADDRESS, MN_ADDRESS, CN_ADDRESS
+        )
+        self.tunnel_port = common_free_tcp_port(FA1_ADDRESS, FA2_ADDRESS)
         self.ha_config = HaConfig(
             files=AgentFiles.from_store(domains.home.path, "ha"),
             database=world.root / "ha.sqlite",
             port=free_udp_port(HA_ADDRESS),
             interface=HA_ADDRESS,
             control_port=self.control_port,
+            data_port=self.data_port,
+            tunnel_port=self.tunnel_port,
             tc=Endpoint("127.0.0.1", world.tc_ports["home"]),
             lifetime=lifetime,
             plain_nodes=(
@@ -256,6 +277,8 @@ class Home:
                 port=self.fa_port,
                 interface=address,
                 control_port=self.control_port,
+                data_port=self.data_port,
+                tunnel_port=self.tunnel_port,
                 home_agent_port=self.ha_config.port,
                 tc=Endpoint("127.0.0.1", world.tc_ports["visited"]),
                 advertisement=self.advertisement,
@@ -292,6 +315,29 @@ class Home:
             ),
             agent_port=self.fa_port,
             control_port=self.control_port,
+            data_port=self.data_port,
+        )
+        return dataclasses.replace(config, **changes)
+
+    def cn_config(self, **changes: Any) -> Any:
+        """A CnConfig for the home domain's correspondent node, with this world's MN as its
+        peer (the HA named by its certificate in the store), through the home TC."""
+        from mvpn.roles.cn.config import CnConfig, CnPeer
+        from mvpn.roles.config import AgentFiles, Endpoint
+
+        config = CnConfig(
+            files=AgentFiles.from_store(self.world.domains.home.path, "cn"),
+            interface=CN_ADDRESS,
+            control_port=self.control_port,
+            data_port=self.data_port,
+            tc=Endpoint("127.0.0.1", self.world.tc_ports["home"]),
+            peers=(
+                CnPeer(
+                    ipaddress.IPv4Address(HOME_ADDRESS),
+                    ipaddress.IPv4Address(HA_ADDRESS),
+                    home_agent_name="ha",
+                ),
+            ),
         )
         return dataclasses.replace(config, **changes)
 

@@ -234,13 +234,14 @@ def test_service_needs_a_cn_certificate(domains: Domains) -> None:
 
 
 def test_site_has_the_cn_and_its_control_socket(domains: Domains, tmp_path: Path) -> None:
-    """build_cn_site: the CN role (named by its config) and the status socket."""
+    """build_cn_site: the CN role (named by its config) and the status socket; the CN's
+    ports open before its core starts."""
     config = domains.config(4350, control_socket=tmp_path / "cn.sock")
     site = build_cn_site(config, reactor)
     assert site.role("cn").core.identity.node_id == domains.cn.certificate.node_id  # type: ignore[attr-defined]
     assert site.getServiceNamed("control") is not None
     names = [s.name for s in site.role("cn")]
-    assert names[-2:] == ["control", "core"]
+    assert names[-3:] == ["control", "data", "core"]
 
 
 # --- live, against a fake home agent ---------------------------------------------------------

@@ -8,7 +8,6 @@ warning and counts it without changing anything else.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from mvpn.roles.config import AgentFiles, Endpoint, FaConfig, MnConfig
 from mvpn.roles.fa.service import build_fa_service
 from mvpn.roles.mn.service import build_mn_service
 from mvpn.roles.transport import AdvertisementMode
-from mvpn.wire.control import KeyTransferAck
+from mvpn.wire.control import CommunicationReply
 from tests.roles.live import (
     FA1_ADDRESS,
     MN_ADDRESS,
@@ -53,6 +52,8 @@ class Setup:
                 port=fa_port,
                 interface=FA1_ADDRESS,
                 control_port=self.control_port,
+                data_port=free_udp_port(FA1_ADDRESS),
+                tunnel_port=free_tcp_port(FA1_ADDRESS),
                 tc=Endpoint("127.0.0.1", free_tcp_port()),
                 advertisement=AdvertisementMode.UDP,
                 advertisement_port=adv_port,
@@ -150,14 +151,15 @@ async def test_mn_hears_error_6_when_the_fa_cannot_reach_its_tc(setup: Setup) ->
 @pytest_twisted.ensureDeferred
 async def test_control_port_drops_garbage_and_counts_other_types(setup: Setup) -> None:
     """The MN's control port is a child service named "control": a malformed datagram is
-    dropped and counted (control.malformed), a well-formed control message of another type
-    is counted as control.not_handled_yet, and the node keeps serving."""
+    dropped and counted (control.malformed), a well-formed control message of a type an MN
+    never takes (a Communication Reply, which goes to CNs) is counted as
+    control.unexpected, and the node keeps serving."""
     control = setup.mn.getServiceNamed("control")
     assert control.port == setup.control_port
     link = open_link(FA1_ADDRESS)
     try:
-        ack = KeyTransferAck(ipaddress.IPv4Address("10.1.0.5"), 300, 1, bytes(16)).encode()
-        for data in (b"\x07\x00", b"garbage!", ack):
+        reply = CommunicationReply(1, 1, b"", bytes(16)).encode()
+        for data in (b"\x07\x00", b"garbage!", reply):
             link.send(data, (MN_ADDRESS, setup.control_port))
         await wait_for(
             lambda: setup.mn.counters().get("control_port.received", 0) >= 3,
@@ -165,7 +167,7 @@ async def test_control_port_drops_garbage_and_counts_other_types(setup: Setup) -
         )
         counters = setup.mn.counters()
         assert counters.get("control.malformed") == 2
-        assert counters.get("control.not_handled_yet") == 1
+        assert counters.get("control.unexpected") == 1
         assert counters.get("shell.core_errors", 0) == 0
         assert any("malformed control datagram" in w for w in setup.mn_warnings())
     finally:
@@ -180,6 +182,6 @@ def test_control_port_zero_opens_nothing(tmp_path: Path) -> None:
         smart_card=domains.smart_card("bob"), name="bob", address=MN_ADDRESS, control_port=0
     )
     service = build_mn_service(config, reactor)
-    assert [s.name for s in service] == ["registration", "advertisement", "core"]
+    assert [s.name for s in service] == ["registration", "advertisement", "data", "core"]
     service.runner.run([Send(b"x", ("127.0.0.1", 9), Channel.CONTROL)])
     assert service.counters()["shell.drops.no_transport"] == 1

@@ -16,7 +16,15 @@ from mvpn.roles.config import AgentFiles, Endpoint, FaConfig
 from mvpn.roles.fa.service import ForeignAgentService, build_fa_service
 from mvpn.roles.transport import AdvertisementMode
 from mvpn.wire.icmp import AgentAdvertisement, AgentSolicitation
-from tests.roles.live import FA1_ADDRESS, MN_ADDRESS, Domains, free_udp_port, reactor, settle
+from tests.roles.live import (
+    FA1_ADDRESS,
+    MN_ADDRESS,
+    Domains,
+    free_tcp_port,
+    free_udp_port,
+    reactor,
+    settle,
+)
 
 
 @pytest.fixture
@@ -37,6 +45,8 @@ def fa(tmp_path: Path, link: socket.socket) -> Iterator[ForeignAgentService]:
         port=free_udp_port(FA1_ADDRESS),
         interface=FA1_ADDRESS,
         control_port=free_udp_port(FA1_ADDRESS),
+        data_port=free_udp_port(FA1_ADDRESS),
+        tunnel_port=free_tcp_port(FA1_ADDRESS),
         advertisement=AdvertisementMode.UDP,
         advertisement_port=free_udp_port(FA1_ADDRESS),
         advertise_to=(Endpoint(*link.getsockname()),),

@@ -12,6 +12,8 @@ options or the ``[cn]`` table of a TOML file (relative paths are relative to the
     peer_certificates = ["home/nodes/ha.pem"]   # known without asking the TC ...
     peer_cas = ["home/ca.pem"]                  # ... checked against their domain's CA
     control_socket = "run/cn.sock"
+    tun = "mvpn0"                        # a TUN device routing the peers' home addresses
+                                         # into MVPN (root or CAP_NET_ADMIN); absent: none
 
     [[cn.peers]]                         # a mobile node to open a session with at start
     home_address = "10.1.0.5"
@@ -78,6 +80,7 @@ class CnConfig:
     peers: tuple[CnPeer, ...] = ()
     control_socket: Path | None = None
     name: str = "cn"
+    tun: str | None = None
 
     def replace(self, **changes: Any) -> CnConfig:
         """A copy with ``changes``."""
@@ -99,6 +102,7 @@ _KEYS = {
     "peer_cas",
     "control_socket",
     "peers",
+    "tun",
 }
 
 
@@ -173,6 +177,8 @@ def cn_from_table(doc: Mapping[str, Any], base: Path, where: str = "[cn]") -> Cn
         raise ConfigError(f"{where}: peers must be a list of tables ([[cn.peers]])")
     fields["peers"] = tuple(_peer(p, base, f"{where} peers[{i}]") for i, p in enumerate(peers))
     fields["control_socket"] = t.control_socket()
+    if "tun" in t:
+        fields["tun"] = t.string("tun")
     return CnConfig(**fields)
 
 

@@ -11,9 +11,10 @@ Children, by name, started in this order (stopped in reverse):
 - ``core``: asks every configured peer's home agent for a session at start
   (:meth:`~mvpn.core.cn.Correspondent.connect`) and cancels every timer when stopped.
 
-The data port (``data_port``, UDP 4351) is the data shell's: it is added to this service as
-another child and uses ``top.core.dataplane`` (the CN's endpoint sessions),
-``top.core.session_for(home_address)`` and ``top.core.ha_address_for(home_address)``.
+- ``data``: the data port (``data_port``, UDP 4351): seals for and opens from the peers'
+  home agents (:func:`mvpn.roles.endpoint.add_endpoint`); ``tun`` when configured: a TUN
+  device routing every peer's home address into MVPN. :attr:`CorrespondentService.client`
+  is the in-process API.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from typing import cast
 from twisted.internet.interfaces import IReactorUNIX
 from twisted.logger import Logger
 
+from mvpn.api import MvpnClient
 from mvpn.core.cn import Correspondent, CorrespondentConfig
-from mvpn.core.effects import Effect
+from mvpn.core.dataplane import DataSession
+from mvpn.core.effects import Address, Effect
 from mvpn.core.messages import AgentIdentity
 from mvpn.crypto.random import RandomSource, system_random
 from mvpn.pki.certificate import NodeCertificate, Role
@@ -36,6 +39,8 @@ from mvpn.pki.domain import DomainStore
 from mvpn.roles.cn.config import CnConfig, CnPeer
 from mvpn.roles.config import ConfigError
 from mvpn.roles.control import ControlService
+from mvpn.roles.data import PeerLookup
+from mvpn.roles.endpoint import TunSettings, add_endpoint
 from mvpn.roles.shell import (
     AnyClock,
     EffectRunner,
@@ -64,6 +69,8 @@ class CorrespondentService(RoleService):
     core: Correspondent
     config: CnConfig
     peers: tuple[ResolvedPeer, ...]
+    client: MvpnClient
+    """The in-process API (:mod:`mvpn.api`): send to and receive from the mobile nodes."""
 
     def connect(
         self,
@@ -170,6 +177,18 @@ def build_cn_service(
             effects += core.connect(peer.home_address, peer.home_agent, peer.home_agent_id, now)
         return effects
 
+    top.client = add_endpoint(
+        top,
+        reactor,
+        plane_owner=core,
+        address=address,
+        peer_for=_ha_data_port(core, config.data_port),
+        session_for=core.session_for,
+        peer_of=lambda session: session.mn_addr,
+        data_port=config.data_port,
+        interface=config.interface,
+        tun=_tun_settings(config, address, peers),
+    )
     top.add_core(start)
     log.info(
         "correspondent node {address} ({cn_id}): {count} peer(s)",
@@ -178,6 +197,31 @@ def build_cn_service(
         count=len(peers),
     )
     return top
+
+
+def _ha_data_port(core: Correspondent, data_port: int) -> PeerLookup:
+    """Where the CN's packets of a session go: the MN's HA, at the data port (protocol.md 8)."""
+
+    def peer_for(session: DataSession) -> Address | None:
+        if session.mn_addr is None:
+            return None
+        ha = core.ha_address_for(session.mn_addr)
+        return (str(ha), data_port) if ha is not None else None
+
+    return peer_for
+
+
+def _tun_settings(
+    config: CnConfig, address: ipaddress.IPv4Address, peers: Iterable[ResolvedPeer]
+) -> TunSettings | None:
+    """The CN's TUN device: its own address, and every peer's home address routed in."""
+    if config.tun is None:
+        return None
+    return TunSettings(
+        config.tun,
+        ipaddress.IPv4Interface(f"{address}/32"),
+        tuple(ipaddress.IPv4Network(f"{p.home_address}/32") for p in peers),
+    )
 
 
 def build_cn_site(

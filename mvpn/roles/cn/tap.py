@@ -38,6 +38,7 @@ class Options(usage.Options):
         ["data-port", None, None, "MVPN data UDP port (default 4351)", int],
         ["tc", None, None, "the Trusted Centre, HOST:PORT"],
         ["control-socket", None, None, "UNIX socket for mvpn status"],
+        ["tun", None, None, "a TUN device routing the peers' home addresses (needs root)"],
     ]
 
     config: CnConfig
@@ -101,6 +102,8 @@ class Options(usage.Options):
             changes["peers"] = config.peers + tuple(self["peers"])
         if self["control-socket"]:
             changes["control_socket"] = Path(self["control-socket"])
+        if self["tun"]:
+            changes["tun"] = self["tun"]
         return config.replace(**changes)
 
 

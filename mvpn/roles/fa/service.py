@@ -5,7 +5,11 @@ Children, by name, started in this order:
 - ``tc``: the Trusted Centre client (when ``tc`` is configured), for ``Ku_HA`` lookups;
 - ``registration``: the registration UDP port (434 by default), opened in
   ``privilegedStartService``;
+- ``control``: the MVPN control port (4350);
 - ``advertisement``: Agent Advertisements out, Solicitations in (raw ICMP or UDP 4349);
+- ``data``: the data shell (:class:`~mvpn.roles.data.FaDataRelay`): the tunnel port (TCP
+  4352) home agents connect to, the data port (UDP 4351) of visitors' packets, and the
+  handover hold, released when the core reports "sessions-transferred";
 - ``core``: starts the :class:`~mvpn.core.fa.ForeignAgent` (first advertisement, then one per
   interval) and cancels every timer when stopped.
 """
@@ -22,9 +26,12 @@ from mvpn.core.fa import ForeignAgent, ForeignAgentConfig
 from mvpn.crypto.random import RandomSource, system_random
 from mvpn.pki.certificate import Role
 from mvpn.roles.config import ConfigError, FaConfig
+from mvpn.roles.data import FaDataRelay, tunnel_peer_keys
 from mvpn.roles.fa.protocol import ForeignAgentEndpoints
 from mvpn.roles.shell import (
+    AgentCredentials,
     AnyClock,
+    CertificateSource,
     EffectRunner,
     RoleService,
     add_control_port,
@@ -36,6 +43,8 @@ from mvpn.roles.transport import (
     AdvertisementMode,
     AdvertisementTransport,
 )
+from mvpn.tunnel.protocol import TunnelIdentity
+from mvpn.wire.data import TunnelRole
 from mvpn.wire.icmp import AGENT_SOLICITATION_TYPE
 
 ALL_SYSTEMS = "224.0.0.1"
@@ -44,9 +53,39 @@ limited broadcast)."""
 
 
 class ForeignAgentService(RoleService):
-    """The FA's ``MultiService``; :attr:`core` is its sans-IO foreign agent."""
+    """The FA's ``MultiService``; :attr:`core` is its sans-IO foreign agent, :attr:`data`
+    its data shell."""
 
     core: ForeignAgent
+    data: FaDataRelay
+
+
+def add_fa_data(
+    top: RoleService,
+    core: ForeignAgent,
+    creds: AgentCredentials,
+    certificates: CertificateSource,
+    reactor: AnyClock,
+    config: FaConfig,
+) -> FaDataRelay:
+    """The data shell as the child ``data`` of ``top``: packets of the core's data plane
+    routed to its visitors and their HAs; the runner's events release the handover hold and
+    keep the visitors' link addresses; counters under ``data.`` and ``tunnel.``."""
+    data = FaDataRelay(
+        core.dataplane,
+        TunnelIdentity(creds.certificate.node_id, TunnelRole.FOREIGN_AGENT, creds.keys),
+        tunnel_peer_keys(certificates),
+        core.visitor,
+        reactor,
+        tunnel_port=config.tunnel_port,
+        data_port=config.data_port,
+        interface=config.interface,
+    )
+    top.add_child("data", data)
+    top.add_counters("data.", data.counters)
+    top.add_counters("tunnel.", data.tunnel_counters)
+    top.runner.subscribe(data.event_received)
+    return data
 
 
 def build_fa_service(
@@ -91,7 +130,14 @@ def build_fa_service(
     if tc_client is not None:
         top.add_tc_registration(tc_client, [creds.certificate])
     top.add_registration_port(reactor, config.port, endpoints.registration, config.interface)
-    add_control_port(top, reactor, config.control_port, core.counters, interface=config.interface)
+    add_control_port(
+        top,
+        reactor,
+        config.control_port,
+        core.counters,
+        interface=config.interface,
+        handlers=core.control_handlers(),
+    )
     top.add_advertisements(
         AdvertisementTransport(
             cast(IReactorTime, reactor),
@@ -103,5 +149,6 @@ def build_fa_service(
             targets=tuple(t.as_tuple() for t in config.advertise_to),
         )
     )
+    top.data = add_fa_data(top, core, creds, certificates, reactor, config)
     top.add_core(core.start)
     return top

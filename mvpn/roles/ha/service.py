@@ -7,6 +7,9 @@ Children, by name, started in this order (stopped in reverse):
 - ``tc-registration``: registers the HA's certificate and its mobile nodes' with the TC;
 - ``registration``: the registration UDP port (434 by default), opened in
   ``privilegedStartService``;
+- ``control``: the MVPN control port (4350);
+- ``data``: the data shell (:class:`~mvpn.roles.data.HaDataRelay`): the data port (UDP
+  4351) for CNs' packets and one tunnel per FA (dialled at its ``tunnel_port``, TCP 4352);
 - ``core``: starts the :class:`~mvpn.core.ha.HomeAgent` (bindings that survived a restart get
   their expiry timers again) and cancels every timer when stopped.
 
@@ -17,6 +20,7 @@ listed in ``mobile_nodes``; each must carry its home address.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Iterable
@@ -32,10 +36,12 @@ from mvpn.crypto.random import RandomSource, system_random
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.errors import PkiError
 from mvpn.roles.config import ConfigError, HaConfig
+from mvpn.roles.data import HaDataRelay, tunnel_peer_keys
 from mvpn.roles.ha.protocol import HomeAgentEndpoints
 from mvpn.roles.shell import (
     AgentCredentials,
     AnyClock,
+    CertificateSource,
     EffectRunner,
     RoleService,
     add_control_port,
@@ -43,16 +49,57 @@ from mvpn.roles.shell import (
     clock_datetime,
     load_agent_credentials,
 )
+from mvpn.tunnel.protocol import TunnelIdentity
+from mvpn.wire.data import TunnelRole
 
 DATABASE_MODE = 0o600
 """The binding store holds registration keys: only the HA's account may read it."""
 
 
 class HomeAgentService(RoleService):
-    """The HA's ``MultiService``; :attr:`core` is its sans-IO home agent."""
+    """The HA's ``MultiService``; :attr:`core` is its sans-IO home agent, :attr:`data` its
+    data shell."""
 
     core: HomeAgent
     store: BindingStore
+    data: HaDataRelay
+
+
+def add_ha_data(
+    top: RoleService,
+    core: HomeAgent,
+    creds: AgentCredentials,
+    certificates: CertificateSource,
+    reactor: AnyClock,
+    config: HaConfig,
+) -> HaDataRelay:
+    """The data shell as the child ``data`` of ``top``: packets of the core's data plane
+    routed by its bindings; tunnels dialled when a binding appears or moves (the runner's
+    events), so that an MN may speak first; counters under ``data.`` and ``tunnel.``."""
+
+    def binding_for(
+        home_address: ipaddress.IPv4Address,
+    ) -> tuple[int, ipaddress.IPv4Address] | None:
+        binding = core.binding(home_address)
+        if binding is None or binding.fa_id is None:
+            return None
+        return (binding.fa_id, binding.care_of)
+
+    data = HaDataRelay(
+        core.dataplane,
+        TunnelIdentity(creds.certificate.node_id, TunnelRole.HOME_AGENT, creds.keys),
+        tunnel_peer_keys(certificates),
+        binding_for,
+        reactor,
+        tunnel_port=config.tunnel_port,
+        data_port=config.data_port,
+        interface=config.interface,
+    )
+    top.add_child("data", data)
+    top.add_counters("data.", data.counters)
+    top.add_counters("tunnel.", data.tunnel_counters)
+    top.runner.subscribe(data.event_received)
+    return data
 
 
 class _StoreService(Service):
@@ -156,7 +203,15 @@ def build_ha_service(
     if tc_client is not None:
         top.add_tc_registration(tc_client, [creds.certificate, *mobile_certs])
     top.add_registration_port(reactor, config.port, endpoints.registration, config.interface)
-    add_control_port(top, reactor, config.control_port, core.counters, interface=config.interface)
+    add_control_port(
+        top,
+        reactor,
+        config.control_port,
+        core.counters,
+        interface=config.interface,
+        handlers=core.control_handlers(),
+    )
+    top.data = add_ha_data(top, core, creds, certificates, reactor, config)
     top.add_core(core.start)
     log.info(
         "home agent {address}: {mobiles} mobile node(s), {plain} plain node(s), store {path}",

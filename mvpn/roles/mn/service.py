@@ -3,7 +3,12 @@
 Children, by name, started in this order:
 
 - ``registration``: the UDP socket the MN registers from (and its FA answers to);
+- ``control``: the MVPN control port (4350): Correspondent Information from its FA, the Key
+  Transfer acknowledgement, errors;
 - ``advertisement``: Agent Advertisements in, Solicitations out (raw ICMP or UDP 4349);
+- ``data``: the data port (UDP 4351) through the current FA, and ``tun`` when configured: a
+  TUN device with the home address (:func:`mvpn.roles.endpoint.add_endpoint`);
+  :attr:`MobileNodeService.client` is the in-process API;
 - ``core``: starts the :class:`~mvpn.core.mn.MobileNode` machine (solicit, pick an FA,
   first contact, re-register at 80 % of the lifetime, retransmit with RFC 5944 3.6.3
   backoff, move when the FA goes quiet) and cancels every timer when stopped.
@@ -23,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mvpn.api import MvpnClient
 from mvpn.core.effects import Event
 from mvpn.core.messages import MobileCredentials
 from mvpn.core.mn import MobileNode, MobileNodeConfig
@@ -31,6 +37,8 @@ from mvpn.pki.bundle import SmartCard
 from mvpn.pki.errors import PkiError
 from mvpn.roles.config import ConfigError, MnConfig
 from mvpn.roles.control import RoleReport
+from mvpn.roles.data import CurrentAgent
+from mvpn.roles.endpoint import TunSettings, add_endpoint
 from mvpn.roles.mn.protocol import MobileNodeEndpoints
 from mvpn.roles.shell import (
     AnyClock,
@@ -48,6 +56,8 @@ class MobileNodeService(RoleService):
     """A mobile node's ``MultiService``; :attr:`core` is its sans-IO machine."""
 
     core: MobileNode
+    client: MvpnClient
+    """The in-process API (:mod:`mvpn.api`): send to and receive from correspondent nodes."""
 
     def move_to(self, fa_address: str | None = None) -> None:
         """Leave the current FA for the one at ``fa_address`` (any other when ``None``).
@@ -118,12 +128,14 @@ def core_config(config: MnConfig, clock: AnyClock) -> MobileNodeConfig:
             solicitation_to=solicitation,
             plain_spi=config.plain_spi or 0,
             plain_key=config.plain_key or b"",
+            control_port=config.control_port,
         )
     return MobileNodeConfig.from_credentials(
         load_credentials(config, clock),
         lifetime=config.lifetime,
         registration_port=config.agent_port,
         solicitation_to=solicitation,
+        control_port=config.control_port,
     )
 
 
@@ -148,7 +160,14 @@ def build_mn_service(
     top.core = core
     top.add_counters("", core.counters.snapshot)
     top.add_registration_port(reactor, config.port, endpoints.registration, config.address)
-    add_control_port(top, reactor, config.control_port, core.counters, interface=config.address)
+    add_control_port(
+        top,
+        reactor,
+        config.control_port,
+        core.counters,
+        interface=config.address,
+        handlers=core.control_handlers(),
+    )
     top.add_advertisements(
         AdvertisementTransport(
             cast(IReactorTime, reactor),
@@ -160,5 +179,26 @@ def build_mn_service(
             targets=tuple(t.as_tuple() for t in config.solicit_to),
         )
     )
+    agent = CurrentAgent(config.data_port)
+    runner.subscribe(agent.event_received)
+    top.client = add_endpoint(
+        top,
+        reactor,
+        plane_owner=core,
+        address=core.core.config.home_address,
+        peer_for=agent.peer_for,
+        session_for=core.sessions.session_for,
+        peer_of=lambda session: session.cn_addr,
+        data_port=config.data_port,
+        interface=config.address,
+        tun=_tun_settings(config, core.core.config.home_address),
+    )
     top.add_core(core.start)
     return top
+
+
+def _tun_settings(config: MnConfig, home: ipaddress.IPv4Address) -> TunSettings | None:
+    """The MN's TUN device: the home address, and the configured networks routed in."""
+    if config.tun is None:
+        return None
+    return TunSettings(config.tun, ipaddress.IPv4Interface(f"{home}/32"), config.tun_routes)

@@ -30,6 +30,7 @@ from mvpn.roles.config import (
     SiteConfig,
     load_toml,
     mn_from_table,
+    parse_networks,
     top_level_control_socket,
 )
 from mvpn.roles.transport import AdvertisementMode
@@ -49,6 +50,7 @@ class Options(usage.Options):
         ["address", "a", None, "address the MN listens on"],
         ["port", "p", None, "UDP port the MN registers from (default: any)", int],
         ["control-port", None, None, "MVPN control UDP port, 0: closed (default 4350)", int],
+        ["data-port", None, None, "data UDP port (default 4351)", int],
         ["advertisement", None, None, "auto, icmp or udp (default auto)"],
         ["advertisement-port", None, None, "UDP port of advertisements (default 4349)", int],
         ["agent-port", None, None, "the foreign agents' registration port (default 434)", int],
@@ -56,6 +58,8 @@ class Options(usage.Options):
         ["plain-spi", None, None, "rfc5944 mode: the SPI of the key shared with the HA", int],
         ["plain-key", None, None, "rfc5944 mode: the shared HMAC-MD5 key, hex"],
         ["control-socket", None, None, "UNIX socket for mvpn status"],
+        ["tun", None, None, "a TUN device with the home address (needs root)"],
+        ["tun-routes", None, None, "networks routed into the TUN device, comma-separated"],
     ]
 
     def __init__(self) -> None:
@@ -102,6 +106,7 @@ class Options(usage.Options):
             ("address", "address"),
             ("port", "port"),
             ("control-port", "control_port"),
+            ("data-port", "data_port"),
             ("advertisement-port", "advertisement_port"),
             ("agent-port", "agent_port"),
             ("lifetime", "lifetime"),
@@ -121,6 +126,10 @@ class Options(usage.Options):
             fields["solicit_to"] = tuple(Endpoint.parse(t, port) for t in self["solicit"])
         if self["control-socket"]:
             fields["control_socket"] = Path(self["control-socket"])
+        if self["tun"]:
+            fields["tun"] = self["tun"]
+        if self["tun-routes"]:
+            fields["tun_routes"] = parse_networks(self["tun-routes"], "--tun-routes")
         pin = os.environ.get("MVPN_PIN")
         if pin:
             fields["pin"] = pin.encode()
