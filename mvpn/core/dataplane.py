@@ -26,7 +26,7 @@ import enum
 import hmac
 import ipaddress
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -238,6 +238,9 @@ class DataSession:
     from_mn: ReplayWindow = field(default_factory=ReplayWindow)
     mn_addr: ipaddress.IPv4Address | None = None
     cn_addr: ipaddress.IPv4Address | None = None
+    also_accepted: frozenset[int] = frozenset()
+    """Further Encr Sec Par code points a relay passes: the HA never learns which of the
+    CN's offered ciphers the MN chose (only Z and L carry it), so it accepts each of them."""
 
     @classmethod
     def for_relay(
@@ -250,11 +253,13 @@ class DataSession:
         *,
         mn_addr: ipaddress.IPv4Address | None = None,
         cn_addr: ipaddress.IPv4Address | None = None,
+        also_accept: Iterable[EncrSecPar] = (),
     ) -> DataSession:
         """The HA's or the FA's session: the authentication key only, no cipher.
 
         ``encr_sec_par`` is the negotiated cipher (checked like the endpoints', so a relay
-        never passes packets of a broken one)."""
+        never passes packets of a broken one); ``also_accept`` are further ciphers the relay
+        passes when it cannot know which one the endpoints chose (the HA)."""
         return cls(
             spi,
             HopAuthenticator(data_auth_key),
@@ -262,6 +267,7 @@ class DataSession:
             now + lifetime,
             mn_addr=mn_addr,
             cn_addr=cn_addr,
+            also_accepted=frozenset(int(check_encr_code(e)) for e in also_accept),
         )
 
     @classmethod
@@ -392,7 +398,7 @@ class DataPlane:
         session = self.sessions.get(spi)
         if session is None:
             raise UnknownSpi(spi, seq)
-        if encr != session.encr_sec_par:
+        if encr != session.encr_sec_par and encr not in session.also_accepted:
             raise BadCodePoint(spi, seq)
         if bool(flags) is not from_mn:
             raise WrongDirection(spi, seq)

@@ -75,12 +75,12 @@ from mvpn.core.effects import (
 from mvpn.core.store import BindingStore, SpiExhausted
 from mvpn.crypto.errors import CryptoError
 from mvpn.crypto.keys import PublicKeys
-from mvpn.crypto.negotiation import LOCAL_FLAGS, negotiate
+from mvpn.crypto.negotiation import LOCAL_FLAGS, decode_flags, negotiate
 from mvpn.crypto.random import RandomSource
 from mvpn.crypto.suite import open_sealed
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.tc_errors import TrustedCentreUnreachable
-from mvpn.wire.codes import MvpnError, describe
+from mvpn.wire.codes import EncrSecPar, MvpnError, describe
 from mvpn.wire.control import MAX_CONTROL_SIZE
 from mvpn.wire.errors import WireError
 from mvpn.wire.plain import RequestCommunicationInfo, split_signed
@@ -329,6 +329,9 @@ class HaSessions:
         )
         self._counters.increment("pk_operations", PK_OPERATIONS["build_correspondent_info"])
         _, encr = negotiate(v.sec_par, LOCAL_FLAGS)
+        # The MN picks among what the CN and the FA offer; the HA never sees its choice, so
+        # it passes every cipher both the CN and mvpn offer (the hop tag still decides).
+        offered = decode_flags(v.sec_par)[1] & decode_flags(LOCAL_FLAGS)[1]
         self.plane.install(
             DataSession.for_relay(
                 spi,
@@ -338,6 +341,7 @@ class HaSessions:
                 agent.config.session_lifetime,
                 mn_addr=home,
                 cn_addr=v.cn_addr,
+                also_accept=[EncrSecPar(e) for e in offered],
             )
         )
         self._counters.increment("sessions.authorised")

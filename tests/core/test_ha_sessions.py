@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from mvpn.core import correspondent as cor
+from mvpn.core.dataplane import BadCodePoint, Relay
 from mvpn.core.effects import Effect, Lookup
 from mvpn.core.ha import HomeAgent, HomeAgentConfig
 from mvpn.core.ha_sessions import EXPIRY_TIMER
@@ -20,6 +23,7 @@ from mvpn.crypto.negotiation import encode_flags
 from mvpn.pki.tc_errors import TrustedCentreUnreachable
 from mvpn.wire.codes import AuthSecPar, EncrSecPar, MvpnError
 from mvpn.wire.control import CorrespondentInfoToFA, ErrorMessage, decode_control
+from mvpn.wire.data import data_header
 from tests.core.world import (
     CN_ADDR,
     CN_ID,
@@ -373,3 +377,32 @@ def test_session_cipher_is_the_one_mvpn_would_choose() -> None:
     ask(world, ha, request_communication(world, sec_par=chacha)[0])
     [session] = list(ha.dataplane)
     assert session.encr_sec_par is EncrSecPar.CHACHA20_POLY1305
+
+
+def test_relay_passes_every_cipher_the_cn_offered() -> None:
+    """The MN may choose any cipher the CN offered (the HA never sees which): the HA's relay
+    passes packets of each of them, and still refuses a code point the CN did not offer."""
+    world, ha = setup()
+    aes_only = encode_flags([AuthSecPar.HMAC_SHA256_128], [EncrSecPar.AES_256_GCM])
+    ask(world, ha, request_communication(world)[0])
+    ask(world, ha, request_communication(world, sec_par=aes_only)[0])
+    both, aes = sorted(ha.dataplane, key=lambda s: s.spi)
+    assert both.also_accepted == {EncrSecPar.AES_256_GCM, EncrSecPar.CHACHA20_POLY1305}
+    assert aes.also_accepted == {EncrSecPar.AES_256_GCM}
+    relay = Relay(ha.dataplane)
+    for sequence, (session, encr, passes) in enumerate(
+        (
+            (both, EncrSecPar.AES_256_GCM, True),
+            (both, EncrSecPar.CHACHA20_POLY1305, True),
+            (aes, EncrSecPar.CHACHA20_POLY1305, False),
+        ),
+        start=1,
+    ):
+        header = data_header(0, AuthSecPar.HMAC_SHA256_128, encr, False, session.spi, sequence, 32)
+        body = header + bytes(32)
+        packet = body + session.auth.tag(body)
+        if passes:
+            assert relay.forward(packet, from_mn=False)[1] == 1  # Hop 0 in, 1 out
+        else:
+            with pytest.raises(BadCodePoint):
+                relay.forward(packet, from_mn=False)
