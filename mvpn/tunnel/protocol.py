@@ -562,6 +562,7 @@ class TunnelServerFactory(Factory):
     """
 
     log = Logger()
+    noisy = False  # the listener logs that the tunnel port is open; "Starting factory" is noise
 
     def __init__(
         self,

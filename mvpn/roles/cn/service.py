@@ -159,7 +159,6 @@ def build_cn_service(
     top.config = config
     top.peers = peers
     top.add_counters("", core.counters.snapshot)
-    top.add_counters("dataplane.", core.dataplane.counters.snapshot)
     if tc_client is not None:
         top.add_tc_registration(tc_client, [creds.certificate])
     add_control_port(
