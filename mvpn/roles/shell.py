@@ -646,6 +646,18 @@ class RoleService(MultiService):
         self.add_child("tc-registration", with_tc)
         self.add_counters("", with_tc.counters.snapshot)
 
+    def when(self, *names: str) -> Deferred[Event]:
+        """A Deferred that fires with the next :class:`Event` called one of ``names``."""
+        d: Deferred[Event] = Deferred()
+
+        def check(event: Event) -> None:
+            if event.name in names and not d.called:
+                unsubscribe()
+                d.callback(event)
+
+        unsubscribe = self.runner.subscribe(check)
+        return d
+
     def add_core(self, start: Callable[[float], list[Effect]]) -> None:
         """The child ``core``, added last: it starts the core once every port is open."""
         self.add_child("core", CoreService(self.runner, start))

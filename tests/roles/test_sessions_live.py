@@ -307,3 +307,24 @@ async def test_handover_during_a_transfer_from_the_mobile_node_loses_nothing(
     )
     assert arrived == sent
     await wait_for(lambda: nodes.current_fa() is nodes.fa(target), what="the new binding")
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_for_an_unregistered_mobile_node_is_refused(tmp_path: Path) -> None:
+    """A CN asking for a session with an MN that has no binding gets the draft's error
+    message (7, "other": the draft has no closer code) from the HA: the CN reports the
+    session refused, and no node keeps anything of the attempt."""
+    world = World(tmp_path)
+    home = Home(world)
+    try:
+        await home.ready()
+        cn = world.start(build_cn_service(home.cn_config(), reactor))
+        refused = await cn.when("session-refused")
+        assert refused.fields["code"] == 7
+        assert "not registered" in str(refused.fields["reason"])
+        assert counter(home.ha, "sessions.refused.7") >= 1
+        assert len(home.ha.core.dataplane) == 0
+        assert cn.core.session_for(HOME) is None
+    finally:
+        await world.stop()
+        await home.link.port.stopListening()

@@ -14,8 +14,8 @@ Children, by name, started in this order:
   backoff, move when the FA goes quiet) and cancels every timer when stopped.
 
 :meth:`MobileNodeService.move_to` is the API to change foreign agent (draft 3.3); the control
-socket's ``move`` command calls it (``mvpn move``). :meth:`MobileNodeService.when` waits for
-a lifecycle event ("registered", "reregistered", "denied", ...).
+socket's ``move`` command calls it (``mvpn move``). ``when`` (every role service has it)
+waits for a lifecycle event ("registered", "reregistered", "denied", ...).
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import dataclasses
 import ipaddress
 from typing import cast
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mvpn.api import MvpnClient
-from mvpn.core.effects import Event
 from mvpn.core.messages import MobileCredentials
 from mvpn.core.mn import MobileNode, MobileNodeConfig
 from mvpn.crypto.random import RandomSource, system_random
@@ -71,18 +69,6 @@ class MobileNodeService(RoleService):
     def report(self) -> RoleReport:
         """This node's control-socket entry, with the ``move`` command."""
         return dataclasses.replace(super().report(), move=self.move_to)
-
-    def when(self, *names: str) -> Deferred[Event]:
-        """A Deferred that fires with the next :class:`Event` called one of ``names``."""
-        d: Deferred[Event] = Deferred()
-
-        def check(event: Event) -> None:
-            if event.name in names and not d.called:
-                unsubscribe()
-                d.callback(event)
-
-        unsubscribe = self.runner.subscribe(check)
-        return d
 
 
 def load_credentials(config: MnConfig, clock: AnyClock) -> MobileCredentials:
