@@ -71,6 +71,7 @@ from mvpn.core.effects import (
     info,
     warn,
 )
+from mvpn.core.session_expiry import SessionExpiry
 from mvpn.crypto.auth import HopAuthenticator
 from mvpn.crypto.errors import UnsupportedAlgorithmError
 from mvpn.crypto.keys import PublicKeys
@@ -151,6 +152,9 @@ class FaSessions:
         self._agent = agent
         self._counters = agent.counters
         self.plane = agent.dataplane
+        self._expiry = SessionExpiry(
+            self.plane, self._counters, EXPIRY_TIMER, self._forget_transfers
+        )
         self._pending: dict[int, _Pending] = {}
         self._answered: dict[int, _Answered] = {}
         self._transferred_under: dict[int, int] = {}
@@ -425,7 +429,7 @@ class FaSessions:
                 self._agent.config.pending_timeout,
                 lambda at: self._forget_answer(spi),
             ),
-            *self._expiry_timer(now),
+            *self._expiry.timer(now),
             Send(reply, cn, Channel.CONTROL),
         ]
 
@@ -508,7 +512,7 @@ class FaSessions:
             *effects,
             info("{home_address} transferred its data sessions {spis}", **fields),
             Event("sessions-transferred", fields),
-            *self._expiry_timer(now),
+            *self._expiry.timer(now),
             Send(ack, self._control(visitor.mn[0]), Channel.CONTROL),
         ]
 
@@ -523,27 +527,9 @@ class FaSessions:
 
     # --- expiry and removal ---------------------------------------------------------------
 
-    def _expiry_timer(self, now: float) -> list[Effect]:
-        at = self.plane.next_expiry()
-        if at is None:
-            return [CancelTimer(EXPIRY_TIMER)]
-        return [StartTimer(EXPIRY_TIMER, max(0.0, at - now), self._expire)]
-
-    def _expire(self, now: float) -> list[Effect]:
-        gone = self.plane.expire(now)
-        for spi in gone:
+    def _forget_transfers(self, spis: list[int]) -> None:
+        for spi in spis:
             self._transferred_under.pop(spi, None)
-        effects: list[Effect] = []
-        if gone:
-            self._counters.increment("sessions.expired", len(gone))
-            effects.append(
-                info(
-                    "{count} data sessions expired: {spis}",
-                    count=len(gone),
-                    spis=", ".join(str(s) for s in gone),
-                )
-            )
-        return effects + self._expiry_timer(now)
 
     def visitor_removed(
         self, home_address: ipaddress.IPv4Address, now: float, reason: str
@@ -571,6 +557,6 @@ class FaSessions:
             effects += [
                 info("removed the data sessions {spis} of {home_address}: {reason}", **fields),
                 Event("sessions-removed", fields),
-                *self._expiry_timer(now),
+                *self._expiry.timer(now),
             ]
         return effects

@@ -60,18 +60,17 @@ from mvpn.core.correspondent import (
 from mvpn.core.dataplane import DataSession
 from mvpn.core.effects import (
     Address,
-    CancelTimer,
     Channel,
     Effect,
     Event,
     Log,
     Lookup,
     Send,
-    StartTimer,
     debug,
     info,
     warn,
 )
+from mvpn.core.session_expiry import SessionExpiry
 from mvpn.core.store import BindingStore, SpiExhausted
 from mvpn.crypto.errors import CryptoError
 from mvpn.crypto.keys import PublicKeys
@@ -139,6 +138,7 @@ class HaSessions:
         self._random = random
         self._counters = agent.counters
         self.plane = agent.dataplane
+        self._expiry = SessionExpiry(self.plane, self._counters, EXPIRY_TIMER)
         self._cn_keys: dict[int, _CachedKey] = {}
         self._replay: dict[tuple[int, int], float] = {}
         """(CN ID, CN Nonce) -> until when the pair must be remembered."""
@@ -359,7 +359,7 @@ class HaSessions:
                 **fields,
             ),
             Event("session-authorised", fields),
-            *self._expiry_timer(now),
+            *self._expiry.timer(now),
             Send(message, (str(binding.care_of), agent.config.control_port), Channel.CONTROL),
         ]
 
@@ -433,26 +433,6 @@ class HaSessions:
 
     # --- expiry and removal ---------------------------------------------------------------
 
-    def _expiry_timer(self, now: float) -> list[Effect]:
-        at = self.plane.next_expiry()
-        if at is None:
-            return [CancelTimer(EXPIRY_TIMER)]
-        return [StartTimer(EXPIRY_TIMER, max(0.0, at - now), self._expire)]
-
-    def _expire(self, now: float) -> list[Effect]:
-        gone = self.plane.expire(now)
-        effects: list[Effect] = []
-        if gone:
-            self._counters.increment("sessions.expired", len(gone))
-            effects.append(
-                info(
-                    "{count} data sessions expired: {spis}",
-                    count=len(gone),
-                    spis=", ".join(str(s) for s in gone),
-                )
-            )
-        return effects + self._expiry_timer(now)
-
     def binding_removed(
         self, home_address: ipaddress.IPv4Address, now: float, reason: str
     ) -> list[Effect]:
@@ -473,7 +453,7 @@ class HaSessions:
         return [
             info("removed the data sessions {spis} of {home_address}: {reason}", **fields),
             Event("sessions-removed", fields),
-            *self._expiry_timer(now),
+            *self._expiry.timer(now),
         ]
 
     def status(self) -> dict[str, object]:
