@@ -42,6 +42,12 @@ unit: $(STAMP) $(UNIT_DEPS)
 
 test: check unit
 
+## The whole draft on loopback in one process, verified step by step (no root, no config):
+## two domains, every role, data both ways, a move under load, refused attacks.
+.PHONY: demo
+demo: $(STAMP)
+	$(PY) -m mvpn.demo
+
 ## Longer Hypothesis run of every decoder (not part of `make test`).
 fuzz: $(STAMP)
 	MVPN_HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/wire -k fuzz --timeout=0
