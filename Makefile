@@ -48,6 +48,12 @@ test: check unit
 demo: $(STAMP)
 	$(PY) -m mvpn.demo
 
+## MVPN for real in network namespaces (root): every role a twistd process, ping and iperf3
+## from the CN to the MN's home address through TUN devices, a move half-way (docs/lab.md).
+.PHONY: lab
+lab: $(STAMP) system-packages
+	$(PY) -m mvpn.lab
+
 ## Longer Hypothesis run of every decoder (not part of `make test`).
 fuzz: $(STAMP)
 	MVPN_HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/wire -k fuzz --timeout=0
