@@ -23,6 +23,7 @@ import enum
 import errno
 import ipaddress
 import socket
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -60,6 +61,12 @@ def _is_group(host: str) -> bool:
 
 
 DatagramHandler = Callable[[bytes, Address], None]
+
+
+_SOL_RAW = 255
+"""Linux's socket level of raw sockets (``SOL_RAW``)."""
+_ICMP_FILTER = 1
+"""Linux's ``ICMP_FILTER`` option: a 32-bit mask of ICMP types a raw socket does not get."""
 
 
 class AdvertisementMode(enum.Enum):
@@ -304,6 +311,10 @@ class AdvertisementTransport(Service):
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            # Let the kernel drop every other ICMP type (pings through a TUN device, say)
+            # before it reaches this process: Linux's ICMP_FILTER, a mask of types to drop.
+            blocked = 0xFFFFFFFF & ~sum(1 << t for t in self._accept if t < 32)
+            sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("=I", blocked))
             if self._interface:
                 sock.bind((self._interface, 0))
             self._raw_socket = sock
