@@ -43,10 +43,9 @@ from mvpn.wire.inner import (
     API_PORT,
     MAX_API_PAYLOAD,
     MAX_INNER_PACKET,
-    IPv4Header,
     UdpPacket,
     build_udp,
-    is_api_packet,
+    peek_ipv4,
 )
 
 __all__ = [
@@ -146,6 +145,7 @@ class MvpnClient:
             raise ValueError(f"queue_limit {queue_limit}: must be 0 or more")
         self._endpoint = endpoint
         self.address = ipaddress.IPv4Address(address)
+        self._packed = self.address.packed
         self.other = other
         self._queue_limit = queue_limit
         self._queued: dict[ipaddress.IPv4Address, deque[bytes]] = {}
@@ -190,12 +190,12 @@ class MvpnClient:
         packet of at most 1400 bytes is dropped, counted ``drops.malformed``: False.
         """
         try:
-            header = IPv4Header.decode(packet)
+            _, dst, _ = peek_ipv4(packet)
         except WireError as e:
             self.counters.increment("drops.malformed")
             self.log.warn("outgoing inner packet dropped: {error}", error=str(e))
             return False
-        return self._send(header.dst, packet)
+        return self._send(ipaddress.IPv4Address(dst), packet)
 
     def _send(self, peer: ipaddress.IPv4Address, packet: bytes) -> bool:
         if self._endpoint.send_inner(peer, packet):
@@ -236,8 +236,10 @@ class MvpnClient:
         """An inner packet came out of a session: API datagrams are delivered, the rest go
         to ``other``."""
         try:
-            header = IPv4Header.decode(packet)
-            api = is_api_packet(header, packet) and header.dst == self.address
+            # The fast path (peek_ipv4) routes; only API traffic is decoded and checked
+            # fully. A TUN device's traffic goes to the kernel, which checks it itself.
+            _, dst, api = peek_ipv4(packet)
+            api = api and dst == self._packed
             datagram = UdpPacket.decode(packet) if api else None
         except WireError as e:
             self.counters.increment("drops.malformed")

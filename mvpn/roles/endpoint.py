@@ -32,7 +32,7 @@ from mvpn.roles.data import EndpointData, PeerLookup
 from mvpn.roles.shell import AnyClock, RoleService
 from mvpn.roles.tun import TunService
 from mvpn.wire.errors import WireError
-from mvpn.wire.inner import MAX_INNER_PACKET, IPv4Header
+from mvpn.wire.inner import MAX_INNER_PACKET, peek_ipv4
 
 __all__ = ["SessionBridge", "TunSettings", "add_endpoint"]
 
@@ -74,29 +74,48 @@ class SessionBridge:
         self.peer_of = peer_of
         self.client: MvpnClient | None = None
         self.counters = Counters()
+        self._sessions: dict[ipaddress.IPv4Address, tuple[int, DataSession]] = {}
 
     def send_inner(self, peer: ipaddress.IPv4Address, packet: bytes) -> bool:
         """Seal ``packet`` into the newest session with ``peer``; False when there is none."""
-        session = self.session_for(peer)
+        session = self._session(peer)
         if session is None:
             self.counters.increment("send.no-session")
             return False
         return self.data.send(session.spi, packet)
 
+    def _session(self, peer: ipaddress.IPv4Address) -> DataSession | None:
+        # Per packet: the session found last time for this peer, unless a session was
+        # installed since (a renewal is newer) or that one is gone.
+        plane = self.data.plane
+        installed = plane.counters.get("sessions.installed")
+        cached = self._sessions.get(peer)
+        if cached is not None:
+            stamp, session = cached
+            if stamp == installed and plane.sessions.get(session.spi) is session:
+                return session
+        found = self.session_for(peer)
+        if found is None:
+            self._sessions.pop(peer, None)
+        else:
+            self._sessions[peer] = (installed, found)
+        return found
+
     def deliver(self, session: DataSession, inner: bytes) -> None:
         """An opened inner packet: to the client if it comes from the session's peer."""
         try:
-            header = IPv4Header.decode(inner)
+            src, _, _ = peek_ipv4(inner)
         except WireError as e:
             self.counters.increment("drops.inner-malformed")
             self.log.debug("dropped an inner packet of SPI {spi}: {why}", spi=session.spi, why=e)
             return
-        if header.src != self.peer_of(session):
+        peer = self.peer_of(session)
+        if peer is None or src != peer.packed:
             self.counters.increment("drops.inner-source")
             self.log.warn(
                 "dropped an inner packet of SPI {spi} from {src}: not the session's peer",
                 spi=session.spi,
-                src=str(header.src),
+                src=str(ipaddress.IPv4Address(src)),
             )
             return
         if self.client is not None:

@@ -49,6 +49,7 @@ __all__ = [
     "UdpPacket",
     "build_udp",
     "is_api_packet",
+    "peek_ipv4",
 ]
 
 MAX_INNER_PACKET = 1400
@@ -296,6 +297,35 @@ class UdpPacket:
             dst_port=dst_port,
             payload=bytes(segment[UDP_HEADER_SIZE:]),
         )
+
+
+def peek_ipv4(packet: bytes) -> tuple[bytes, bytes, bool]:
+    """The per-packet fast path of the endpoints: ``(source, destination, is_api)`` of an
+    inner packet, addresses as 4 packed bytes.
+
+    Checks only what routing needs (size, Version, IHL, Total Length equal to the packet's
+    length), not the header checksum: a TUN device's packets come from the kernel, which
+    checks what it receives itself, and an API packet is decoded fully afterwards.
+    ``is_api`` means unfragmented UDP to :data:`API_PORT`. Raises :class:`WireError`.
+    """
+    n = len(packet)
+    if n < IPV4_HEADER_SIZE or n > MAX_INNER_PACKET:
+        raise LengthError(
+            "inner IPv4 packet", f"{IPV4_HEADER_SIZE} to {MAX_INNER_PACKET} bytes", f"{n} bytes"
+        )
+    vihl = packet[0]
+    if vihl >> 4 != 4 or vihl & 0x0F < 5:
+        raise BadValueError("inner IPv4 packet Version/IHL", "4 / 5..15", f"{vihl:#04x}", 0)
+    if int.from_bytes(packet[2:4], "big") != n:
+        raise LengthError("inner IPv4 packet Total Length", f"{n}", f"{packet[2:4].hex()}", 2)
+    start = (vihl & 0x0F) * 4
+    api = (
+        packet[9] == IPProtocol.UDP
+        and int.from_bytes(packet[6:8], "big") & (_FLAG_MF | _OFFSET_MASK) == 0
+        and n >= start + UDP_HEADER_SIZE
+        and int.from_bytes(packet[start + 2 : start + 4], "big") == API_PORT
+    )
+    return packet[12:16], packet[16:20], api
 
 
 def is_api_packet(header: IPv4Header, packet: bytes) -> bool:

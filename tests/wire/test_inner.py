@@ -118,7 +118,7 @@ def test_udp_round_trip(
 def test_decoders_raise_only_wire_errors(data: bytes) -> None:
     """Whatever the bytes (random, or starting like an IPv4 header), the decoders return
     a value or raise a WireError, never anything else."""
-    for decode in (inner.IPv4Header.decode, inner.UdpPacket.decode):
+    for decode in (inner.IPv4Header.decode, inner.UdpPacket.decode, inner.peek_ipv4):
         with contextlib.suppress(WireError):
             decode(data)
 
@@ -232,6 +232,24 @@ def test_is_api_packet_looks_at_protocol_fragments_and_port() -> None:
     assert inner.is_api_packet(inner.IPv4Header.decode(api), api)
     for packet in (other, tcp, fragment):
         assert not inner.is_api_packet(inner.IPv4Header.decode(packet), packet)
+
+
+def test_peek_agrees_with_the_full_decoders() -> None:
+    """The endpoints' fast path gives the same addresses and the same API verdict as the
+    full decoders, and refuses what cannot be routed (short, not IPv4, a Total Length that
+    is not the packet's)."""
+    api = inner.build_udp(A("10.0.0.1"), A("10.0.0.2"), 9, inner.API_PORT, b"x")
+    other = inner.build_udp(A("10.0.0.1"), A("10.0.0.2"), inner.API_PORT, 53, b"x")
+    for packet in (api, other, _reheader(api, b9=6), _reheader(api, b6=0x20)):
+        header = inner.IPv4Header.decode(packet)
+        assert inner.peek_ipv4(packet) == (
+            header.src.packed,
+            header.dst.packed,
+            inner.is_api_packet(header, packet),
+        )
+    for bad in (api[:19], b"\x60" + api[1:], api + b"\x00", bytes(1401)):
+        with pytest.raises(WireError):
+            inner.peek_ipv4(bad)
 
 
 @pytest.mark.parametrize(
