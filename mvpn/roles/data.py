@@ -271,6 +271,21 @@ class DataPort(UdpPortService):
                 reason=str(e),
             )
 
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send one datagram: straight to the socket. Every address here comes from a
+        session, a binding or a visitor (an IPv4 address already parsed), so Twisted's
+        per-write address validation, which parses the string up to four times, is a cost
+        without a use on this path (measured: a fifth of an endpoint's time per packet).
+        :class:`OSError` as from ``sendto`` (a full socket buffer is ``BlockingIOError``)."""
+        sock = getattr(self._listening, "socket", None)
+        if sock is None:
+            super().write(data, addr)
+            return
+        try:
+            sock.sendto(data, addr)
+        except InterruptedError:
+            sock.sendto(data, addr)
+
     def totals(self) -> dict[str, int]:
         """The port's own counters under ``port.`` (``port.received``,
         ``port.handler_errors``)."""
