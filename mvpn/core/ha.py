@@ -323,7 +323,7 @@ class HomeAgent:
         try:
             if msg.is_first_contact(request):
                 return self._first_contact(data, source, now)
-            return self._symmetric(data, source, now)
+            return self._symmetric(data, source, now, request)
         except _Denied as denied:
             return self._deny(request, source, denied, now)
         except Exception as e:  # never let one datagram stop the service
@@ -532,9 +532,11 @@ class HomeAgent:
 
     # --- re-registration and plain Mobile IP (docs/protocol.md 6) ---------------------------
 
-    def _symmetric(self, data: bytes, source: Address, now: float) -> list[Effect]:
+    def _symmetric(
+        self, data: bytes, source: Address, now: float, request: RegistrationRequest
+    ) -> list[Effect]:
         try:
-            parsed = msg.parse_reregistration(data)
+            parsed = msg.parse_reregistration(data, request)
         except msg.RegistrationError as e:
             raise _Denied(e.code, e.reason, self._bare(data, e.code)) from None
         request = parsed.request
