@@ -52,6 +52,7 @@ __all__ = [
     "RegistrationReply",
     "RegistrationRequest",
     "RequestFlags",
+    "append_authenticator",
     "bytes_before",
     "decode_registration",
     "protected_bytes",
@@ -387,6 +388,29 @@ def with_authenticator(
         )
     final = ext_type(spi, authenticator)
     return dataclasses.replace(message, extensions=(*message.extensions, final), raw=None)
+
+
+def append_authenticator(
+    encoded: bytes,
+    ext_type: type[AuthenticationExtension],
+    spi: int,
+    authenticator_size: int,
+    compute: Callable[[bytes], bytes],
+) -> bytes:
+    """:func:`with_authenticator` on an already encoded message: the same bytes, without
+    building the message again. The protected bytes are, by RFC 5944 3.5.1, everything
+    before the new extension and its Type, Length and SPI: here ``encoded`` and that head.
+
+    :raises ValueError: ``compute`` returned a value of another size.
+    """
+    head = ext_type(spi, bytes(authenticator_size)).header()
+    protected = encoded + head
+    authenticator = compute(protected)
+    if len(authenticator) != authenticator_size:
+        raise ValueError(
+            f"authenticator is {len(authenticator)} bytes, announced {authenticator_size}"
+        )
+    return protected + authenticator
 
 
 NTP_UNIX_OFFSET = 2_208_988_800

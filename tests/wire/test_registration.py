@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -28,6 +29,7 @@ from mvpn.wire.registration import (
     RegistrationReply,
     RegistrationRequest,
     RequestFlags,
+    append_authenticator,
     bytes_before,
     decode_registration,
     protected_bytes,
@@ -255,6 +257,25 @@ def test_with_authenticator_hmac() -> None:
     got = decoded.extensions[-1]
     assert isinstance(got, MobileHomeAuthExtension)
     assert mac(protected_bytes(decoded, got)) == got.authenticator
+
+
+def test_append_authenticator_gives_the_same_bytes() -> None:
+    """Appending to the encoding gives exactly what with_authenticator's message encodes
+    to, for a request and a reply, one authenticator after another; a callback of the wrong
+    size is refused."""
+
+    def mac(protected: bytes) -> bytes:
+        return hmac.new(b"k" * 32, protected, hashlib.sha256).digest()
+
+    messages: list[Any] = [REQUEST_VALUE, REPLY_VALUE]
+    for message in messages:
+        built = with_authenticator(message, MobileHomeAuthExtension, 300, 32, mac)
+        built = with_authenticator(built, ForeignHomeAuthExtension, 300, 32, mac)
+        data = append_authenticator(message.encode(), MobileHomeAuthExtension, 300, 32, mac)
+        data = append_authenticator(data, ForeignHomeAuthExtension, 300, 32, mac)
+        assert data == built.encode()
+    with pytest.raises(ValueError):
+        append_authenticator(REPLY_VECTOR, ForeignHomeAuthExtension, 1, 16, lambda p: b"x")
 
 
 def test_with_authenticator_wrong_size() -> None:
