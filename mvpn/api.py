@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from zope.interface import Interface  # type: ignore[import-untyped]
 
 from mvpn.core.effects import Counters, Event
+from mvpn.roles.shell import logs
 from mvpn.wire.errors import WireError
 from mvpn.wire.inner import (
     API_PORT,
@@ -202,7 +203,8 @@ class MvpnClient:
             self.counters.increment("sent")
             return True
         self.counters.increment("send.refused")
-        self.log.debug("inner packet for {peer} refused by the data plane", peer=str(peer))
+        if logs("debug"):
+            self.log.debug("inner packet for {peer} refused by the data plane", peer=str(peer))
         return False
 
     # -- receiving -----------------------------------------------------------------------
@@ -254,7 +256,8 @@ class MvpnClient:
     def _to_other(self, packet: bytes) -> None:
         if self.other is None:
             self.counters.increment("drops.no_sink")
-            self.log.debug("non-API inner packet dropped: no TUN device")
+            if logs("debug"):
+                self.log.debug("non-API inner packet dropped: no TUN device")
             return
         self.counters.increment("other")
         self.other(packet)

@@ -62,7 +62,7 @@ from mvpn.crypto.keys import PublicKeys
 from mvpn.pki.certificate import NodeCertificate, Role
 from mvpn.pki.tc_errors import UnknownNode
 from mvpn.roles.config import DATA_PORT, TUNNEL_PORT
-from mvpn.roles.shell import AnyClock, CertificateSource, Clock, DelayedCall, as_clock
+from mvpn.roles.shell import AnyClock, CertificateSource, Clock, DelayedCall, as_clock, logs
 from mvpn.roles.transport import UdpPortService
 from mvpn.tunnel.client import TunnelClient
 from mvpn.tunnel.protocol import PeerKeyLookup, TunnelIdentity, TunnelServerFactory
@@ -193,14 +193,15 @@ class DropLog:
         if count:
             self.counters.increment(counter)
         where = _peer(peer)
-        self.log.debug(
-            "{what}: data packet from {peer} (SPI {spi}) dropped: {reason} {why}",
-            what=self.what,
-            peer=where,
-            spi=spi,
-            reason=counter,
-            why=why,
-        )
+        if logs("debug"):
+            self.log.debug(
+                "{what}: data packet from {peer} (SPI {spi}) dropped: {reason} {why}",
+                what=self.what,
+                peer=where,
+                spi=spi,
+                reason=counter,
+                why=why,
+            )
         now = self._clock.seconds()
         self._since[counter] = self._since.get(counter, 0) + 1
         last = self._last_warn.get(counter)

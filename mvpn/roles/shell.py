@@ -27,6 +27,7 @@ the MVPN control port every role opens (UDP 4350, docs/protocol.md 2 and 7.7).
 from __future__ import annotations
 
 import datetime
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -74,6 +75,39 @@ so that a revocation is noticed within minutes here too."""
 
 DEFAULT_CACHE_SIZE = 4096
 """Certificates kept (least recently used dropped first): bounded whatever peers send."""
+
+LOG_LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "critical": 4}
+"""The levels a daemon may log at, least severe first."""
+
+_log_threshold = LOG_LEVELS["info"]
+
+
+def set_log_level(name: str) -> None:
+    """Log events of level ``name`` and above (``MVPN_LOG_LEVEL``; ``info`` by default).
+
+    Below it, core log effects and the data plane's per-packet lines are dropped before they
+    are formatted: twistd writes every event it is given, and at thousands of
+    re-registrations or packets per second the debug lines would cost a quarter of the
+    daemon's time (measured at the HA) and fill the disk.
+
+    :raises ValueError: not one of :data:`LOG_LEVELS`.
+    """
+    global _log_threshold
+    if name not in LOG_LEVELS:
+        raise ValueError(f"log level {name!r}: one of {', '.join(LOG_LEVELS)}")
+    _log_threshold = LOG_LEVELS[name]
+
+
+def logs(level: str) -> bool:
+    """Whether events of ``level`` are logged (see :func:`set_log_level`)."""
+    return LOG_LEVELS[level] >= _log_threshold
+
+
+try:
+    set_log_level(os.environ.get("MVPN_LOG_LEVEL", "info").strip().lower() or "info")
+except ValueError as _e:
+    # twistd buffers events until its log file is open: the warning lands there.
+    Logger(namespace="mvpn").warn("MVPN_LOG_LEVEL ignored, logging at info: {why}", why=str(_e))
 
 # Field names twisted.logger's emit() takes for itself; a core field with one of these names
 # is renamed rather than allowed to break the call.
@@ -415,6 +449,8 @@ class EffectRunner:
         self._timers[effect.name] = call
 
     def _log(self, effect: Log) -> None:
+        if LOG_LEVELS[effect.level] < _log_threshold:
+            return
         fields = {
             (f"field_{key}" if key in _RESERVED_FIELDS else key): value
             for key, value in effect.fields.items()

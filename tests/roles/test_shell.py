@@ -24,7 +24,7 @@ from mvpn.core.effects import (
 )
 from mvpn.pki.certificate import NodeCertificate
 from mvpn.pki.tc_errors import TrustedCentreUnreachable, UnknownNode
-from mvpn.roles.shell import CertificateSource, EffectRunner
+from mvpn.roles.shell import CertificateSource, EffectRunner, logs, set_log_level
 
 
 class FakeSender:
@@ -230,6 +230,24 @@ class LogAndEventTests(SynchronousTestCase):
         self.assertEqual(event["log_level"], LogLevel.warn)
         self.assertEqual(event["log_format"], "denied {home_address}: {reason}")
         self.assertEqual((event["home_address"], event["reason"]), ("10.0.0.1", "r"))
+
+    def test_log_level_filters_before_formatting(self) -> None:
+        """At the default level (info) a debug Log effect is not emitted at all; at level
+        debug it is; at warn, info goes too; an unknown level name is refused."""
+        runner, captured, _ = make()
+        runner.run([Log("debug", "per packet {n}", {"n": 1}), Log("info", "kept", {})])
+        self.assertEqual([e["log_format"] for e in captured.events], ["kept"])
+        try:
+            set_log_level("debug")
+            self.assertTrue(logs("debug"))
+            runner.run([Log("debug", "per packet {n}", {"n": 2})])
+            set_log_level("warn")
+            runner.run([Log("info", "dropped", {})])
+        finally:
+            set_log_level("info")
+        self.assertEqual([e["log_format"] for e in captured.events], ["kept", "per packet {n}"])
+        self.assertRaises(ValueError, set_log_level, "verbose")
+        self.assertFalse(logs("debug"))
 
     def test_reserved_field_names_are_renamed(self) -> None:
         """A core field called like a logger argument ("level", "format") is renamed in both
