@@ -648,7 +648,7 @@ class HomeAgent:
         ]
         if refresh is not None:
             self.counters.increment("key_refreshes")
-            effects.append(info("refreshed the registration keys of {home_address}", **fields))
+            effects.append(debug("refreshed the registration keys of {home_address}", **fields))
         effects += [
             Event("reregistered", {**fields, "refreshed": refresh is not None}),
             self._expiry_timer(updated, now),
