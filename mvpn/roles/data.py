@@ -28,6 +28,7 @@ under ``data.`` (and ``tunnel.`` for the tunnel's).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -116,6 +117,13 @@ uncounted; the kernel caps the request at ``net.core.rmem_max``."""
 
 _SPI = struct.Struct("!I")
 _SPI_OFFSET = 8
+
+
+@functools.lru_cache(maxsize=4096)
+def address_text(address: ipaddress.IPv4Address) -> str:
+    """``str(address)``, remembered: a per-packet conversion costs a microsecond, and the
+    addresses a node routes to are few (its FAs, HAs, CNs)."""
+    return str(address)
 
 
 def _spi(packet: bytes) -> int | None:
@@ -479,7 +487,7 @@ class HaDataRelay(MultiService):
         binding = self.binding_for(home_address)
         if binding is None:
             return None
-        key = (binding[0], str(binding[1]))
+        key = (binding[0], address_text(binding[1]))
         self._routes[home_address] = key
         return self.tunnel_to(*key)
 
@@ -501,7 +509,7 @@ class HaDataRelay(MultiService):
             if binding is None:
                 del self._routes[home]
                 continue
-            key = self._routes[home] = (binding[0], str(binding[1]))
+            key = self._routes[home] = (binding[0], address_text(binding[1]))
             used.add(key)
         for key, entry in list(self.tunnels.items()):
             if key in used:
@@ -545,7 +553,7 @@ class HaDataRelay(MultiService):
         if binding is None:
             self.drops.note("drops.no-binding", source, spi, why=f"(MN {home})")
             return
-        key = (binding[0], str(binding[1]))
+        key = (binding[0], address_text(binding[1]))
         self._routes[home] = key
         entry = self.tunnels.get(key)
         tunnel = entry.tunnel if entry is not None else self.tunnel_to(*key)

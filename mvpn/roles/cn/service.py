@@ -39,7 +39,7 @@ from mvpn.pki.domain import DomainStore
 from mvpn.roles.cn.config import CnConfig, CnPeer
 from mvpn.roles.config import ConfigError
 from mvpn.roles.control import ControlService
-from mvpn.roles.data import PeerLookup
+from mvpn.roles.data import PeerLookup, address_text
 from mvpn.roles.endpoint import TunSettings, add_endpoint
 from mvpn.roles.shell import (
     AnyClock,
@@ -205,7 +205,7 @@ def _ha_data_port(core: Correspondent, data_port: int) -> PeerLookup:
         if session.mn_addr is None:
             return None
         ha = core.ha_address_for(session.mn_addr)
-        return (str(ha), data_port) if ha is not None else None
+        return (address_text(ha), data_port) if ha is not None else None
 
     return peer_for
 
