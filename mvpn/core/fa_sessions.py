@@ -40,7 +40,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mvpn.core.correspondent import (
     PK_OPERATIONS,
@@ -139,6 +139,20 @@ def _peer(address: Address) -> str:
 
 def _timer(kind: str, spi: int) -> str:
     return f"session-{kind}:{spi}"
+
+
+T = TypeVar("T")
+
+
+def _decode_bounded(decoder: Callable[[bytes], T], data: bytes, what: str) -> T:
+    """``decoder(data)``, or :class:`MalformedMessage` for a datagram over the control size
+    bound or one that does not decode."""
+    if len(data) > MAX_CONTROL_SIZE:
+        raise MalformedMessage(f"{len(data)} bytes, more than {MAX_CONTROL_SIZE}")
+    try:
+        return decoder(data)
+    except WireError as e:
+        raise MalformedMessage(f"{what} does not decode: {e}") from None
 
 
 class FaSessions:
@@ -241,12 +255,7 @@ class FaSessions:
         )
 
     def _info(self, data: bytes, source: Address, now: float) -> list[Effect]:
-        if len(data) > MAX_CONTROL_SIZE:
-            raise MalformedMessage(f"{len(data)} bytes, more than {MAX_CONTROL_SIZE}")
-        try:
-            message = CorrespondentInfoToFA.decode(data)
-        except WireError as e:
-            raise MalformedMessage(f"Correspondent Information does not decode: {e}") from None
+        message = _decode_bounded(CorrespondentInfoToFA.decode, data, "Correspondent Information")
         spi = message.spi
         pending = self._pending.get(spi)
         if pending is not None and pending.received == data:
@@ -367,12 +376,7 @@ class FaSessions:
         )
 
     def _response(self, data: bytes, now: float) -> list[Effect]:
-        if len(data) > MAX_CONTROL_SIZE:
-            raise MalformedMessage(f"{len(data)} bytes, more than {MAX_CONTROL_SIZE}")
-        try:
-            message = CorrespondentResponse.decode(data)
-        except WireError as e:
-            raise MalformedMessage(f"Correspondent Response does not decode: {e}") from None
+        message = _decode_bounded(CorrespondentResponse.decode, data, "Correspondent Response")
         spi = message.spi
         answered = self._answered.get(spi)
         if answered is not None and answered.response == data:
