@@ -183,7 +183,8 @@ class _TunProtocol(AbstractDatagramProtocol):
         self._owner = owner
 
     def addProto(self, num: int, proto: object) -> None:
-        raise NotImplementedError("a TUN device here carries IPv4 packets to one callback")
+        # IRawPacketProtocol's demultiplexing is not used: every packet goes to the service.
+        raise TypeError("a TUN device here carries IPv4 packets to one callback, no protocols")
 
     def datagramReceived(  # type: ignore[override]
         self,
