@@ -46,31 +46,24 @@ class RegistrationTap:
 
 
 class DataTap:
-    """Wraps the ``received`` method of the MN's data port (one instance attribute, removed
-    by :meth:`remove`): while a datagram is being handled, :attr:`source` names the host it
-    came from and :attr:`datagram` holds its bytes. An application callback running inside
-    that handling (the API delivers synchronously) can therefore tell which FA carried it.
-    """
+    """Watches the MN's data port (:meth:`~mvpn.roles.data.EndpointData.watch`, stopped by
+    :meth:`remove`): :attr:`source` names the host the latest datagram came from and
+    :attr:`datagram` holds its bytes. The watcher runs just before the datagram is opened and
+    the API delivers synchronously, so an application callback can tell which FA carried
+    the data it is given."""
 
     def __init__(self, mn: MobileNodeService) -> None:
         data: Any = mn.getServiceNamed("data")
-        self._port: Any = data.data_port
-        self._original: Callable[[bytes, tuple[str, int]], None] = self._port.received
         self.source: str | None = None
         self.datagram: bytes | None = None
-        self._port.received = self._received
+        self._unwatch: Callable[[], None] = data.watch(self._seen)
 
-    def _received(self, datagram: bytes, addr: tuple[str, int]) -> None:
+    def _seen(self, datagram: bytes, addr: tuple[str, int]) -> None:
         self.source, self.datagram = addr[0], datagram
-        try:
-            self._original(datagram, addr)
-        finally:
-            self.source = self.datagram = None
 
     def remove(self) -> None:
-        """Leave the port as it was."""
-        if "received" in vars(self._port):
-            del self._port.received
+        """Stop watching."""
+        self._unwatch()
 
 
 class Attacker(DatagramProtocol):

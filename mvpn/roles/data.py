@@ -1064,6 +1064,7 @@ class EndpointData(MultiService):
         self.endpoint = Endpoint(plane)
         self.peer_for = peer_for
         self._receivers: list[Delivery] = [] if deliver is None else [deliver]
+        self._watchers: list[Callable[[bytes, Address], None]] = []
         self.own = Counters()
         what = "mobile node" if plane.kind is NodeKind.MN else "correspondent"
         self.drops = DropLog(reactor, self.log, what, self.own)
@@ -1116,9 +1117,23 @@ class EndpointData(MultiService):
         self.own.increment("sent.packets")
         return True
 
+    def watch(self, watcher: Callable[[bytes, Address], None]) -> Callable[[], None]:
+        """Show ``watcher`` every datagram that arrives, with its source, before it is
+        opened (a tap for tools: which FA delivered what); returns a function that stops
+        it. A watcher sees the datagram before any receiver sees its inner packet."""
+        self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unwatch
+
     def datagram(self, packet: bytes, source: Address) -> None:
         """A packet from the data port: open it and deliver the inner packet."""
         self.own.increment("received.packets")
+        for watcher in self._watchers:
+            watcher(packet, source)
         try:
             inner = self.endpoint.open(packet)
         except DataDrop as drop:

@@ -877,6 +877,28 @@ def test_endpoint_delivers_to_every_subscriber_or_counts_none() -> None:
     assert data.counters()["drops.no-receiver"] == 1
 
 
+def test_endpoint_watchers_see_every_datagram_before_it_is_opened() -> None:
+    """A watcher gets each arriving datagram with its source, before receivers get the inner
+    packet, dropped ones too; after unwatching, nothing."""
+    reactor = FakeReactor()
+    chain = Chain()
+    data = EndpointData(chain.mn, lambda s: None, None, reactor, data_port=0)
+    order: list[object] = []
+    unwatch = data.watch(lambda packet, source: order.append(("watch", source[0], len(packet))))
+    data.subscribe(lambda s, p: order.append(("deliver", p)))
+    packet = Relay(relay_plane(NodeKind.FA)).forward(chain.ha_forwarded(b"1"), False)
+    data.datagram(packet, (CARE_OF, DATA_PORT))
+    data.datagram(b"garbage", (CARE_OF, DATA_PORT))
+    unwatch()
+    unwatch()
+    data.datagram(b"more", (CARE_OF, DATA_PORT))
+    assert order == [
+        ("watch", CARE_OF, len(packet)),
+        ("deliver", b"1"),
+        ("watch", CARE_OF, len(b"garbage")),
+    ]
+
+
 def test_current_agent_follows_registrations_and_moves() -> None:
     """The MN's peer is the FA of its latest registration or move, at the data port; none
     before the first registration; other events change nothing."""
