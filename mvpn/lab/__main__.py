@@ -24,6 +24,7 @@ import itertools
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -296,6 +297,10 @@ def report(ping: Ping, transfer: Transfer) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the lab; 0 when every measurement worked, 1 otherwise."""
     parser = argparse.ArgumentParser(prog="python -m mvpn.lab", description=__doc__.split("\n")[0])
@@ -316,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         workdir = Path(tempfile.mkdtemp(prefix="mvpn-lab-"))
     keep = args.keep or args.workdir is not None
+    # SIGTERM as an exception (after down_on_signals took the namespaces down), so that the
+    # finally below also removes the work directory.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     lab = MvpnLab(workdir, log=say)
     ok = False
     try:
