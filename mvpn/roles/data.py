@@ -259,12 +259,9 @@ class DataPort(UdpPortService):
         self.receive_buffer = receive_buffer
         self._data_handler = handler
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._grow_buffer()
-
-    def startService(self) -> None:
-        super().startService()
+    def _open(self) -> None:
+        # The port opens in privilegedStartService (or startService): grow its buffer then.
+        super()._open()
         self._grow_buffer()
 
     def _grow_buffer(self) -> None:
